@@ -1,0 +1,1 @@
+"""Established pruning methods, each an ordinary prunebench plugin."""

@@ -1,0 +1,262 @@
+"""Text sources (a plugin): calibration documents and evaluation text, hub or local; window sampling."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import UsageError, did_you_mean
+from harness.hookspecs import hookimpl
+
+DATA_DIR_ENV = "PRUNEBENCH_DATA_DIR"
+
+
+def data_dirs(extra: "str | Path | None" = None) -> list[Path]:
+    """Directories searched for local copies: the given one, then $PRUNEBENCH_DATA_DIR entries."""
+    dirs = [Path(extra).expanduser()] if extra else []
+    dirs += [Path(p).expanduser() for p in os.environ.get(DATA_DIR_ENV, "").split(os.pathsep) if p]
+    return dirs
+
+
+def _find_local(names: tuple[str, ...], dirs: list[Path]) -> Path | None:
+    for directory in dirs:
+        for name in names:
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def read_raw_rows(path: Path) -> list[str]:
+    """Rows of a raw WikiText-style file, one per line; each row ends in "\\n" as on the hub."""
+    text = path.read_bytes().decode("utf-8").replace("\r\n", "\n")
+    return [line + "\n" for line in text.split("\n") if line]
+
+
+def read_jsonl_texts(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts = []
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise UsageError(f"{path}:{number} is not JSON; jsonl: needs one JSON object per line.") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise UsageError(f"{path}:{number} has no string field 'text'; jsonl: needs {{\"text\": ...}} per line.")
+            texts.append(record["text"])
+    return texts
+
+
+def _unreachable(name: str, split: str, files: tuple[str, ...], dirs: list[Path]) -> UsageError:
+    where = ", ".join(str(d) for d in dirs) or "no local directory given"
+    return UsageError(
+        f"Dataset '{name}' ({split}) is not reachable on the hub and no local {' or '.join(files)} was found "
+        f"({where}); put it in a directory and pass --data-dir DIR (or set {DATA_DIR_ENV}), or use pydoc or text:PATH."
+    )
+
+
+def _hub(name: str, split: str, files: tuple[str, ...], dirs: list[Path], *args, **kwargs):
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args, split=split, **kwargs)
+    except Exception:  # the hub raises many types offline; all mean "not available here"
+        raise _unreachable(name, split, files, dirs) from None
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """A named text source. Subclasses load calibration documents and evaluation text."""
+
+    name: str
+    description: str
+    takes_path: bool = False
+    # Cap on evaluation windows the protocol itself applies (C4 uses 256), else None.
+    protocol_max_windows: int | None = None
+
+    def calibration_documents(self, path: str | None, dirs: list[Path]) -> list[str]:
+        raise NotImplementedError
+
+    def evaluation_text(self, path: str | None, dirs: list[Path]) -> str:
+        raise NotImplementedError
+
+
+class WikiText2(TextDataset):
+    TRAIN = ("wiki.train.raw", "wikitext-2-raw/wiki.train.raw")
+    TEST = ("wiki.test.raw", "wikitext-2-raw/wiki.test.raw")
+
+    def _rows(self, split, files, dirs):
+        local = _find_local(files, dirs)
+        if local:
+            return read_raw_rows(local)
+        return _hub(self.name, split, files, dirs, "wikitext", "wikitext-2-raw-v1")["text"]
+
+    def calibration_documents(self, path, dirs):
+        # Wanda's get_wikitext2 samples windows from the whole train split joined with spaces.
+        return [" ".join(self._rows("train", self.TRAIN, dirs))]
+
+    def evaluation_text(self, path, dirs):
+        return "\n\n".join(self._rows("test", self.TEST, dirs))
+
+
+class C4(TextDataset):
+    TRAIN = ("c4-train.00000-of-01024.json.gz", "en/c4-train.00000-of-01024.json.gz", "c4/en/c4-train.00000-of-01024.json.gz")
+    VALIDATION = ("c4-validation.00000-of-00008.json.gz", "en/c4-validation.00000-of-00008.json.gz",
+                  "c4/en/c4-validation.00000-of-00008.json.gz")
+
+    def _texts(self, split, files, dirs):
+        local = _find_local(files, dirs)
+        if local:
+            return read_jsonl_texts(local)
+        shard = files[1]
+        return _hub(self.name, split, files, dirs, "allenai/c4", data_files={split: shard})["text"]
+
+    def calibration_documents(self, path, dirs):
+        return self._texts("train", self.TRAIN, dirs)
+
+    def evaluation_text(self, path, dirs):
+        # SparseGPT/Wanda: the first 1100 validation documents joined with spaces, 256 windows.
+        return " ".join(self._texts("validation", self.VALIDATION, dirs)[:1100])
+
+
+class PTB(TextDataset):
+    TRAIN = ("ptb.train.txt",)
+    TEST = ("ptb.test.txt",)
+
+    def _sentences(self, split, files, dirs):
+        local = _find_local(files, dirs)
+        if local:
+            return [line for line in local.read_text(encoding="utf-8").split("\n") if line]
+        return _hub(self.name, split, files, dirs, "ptb_text_only", "penn_treebank")["sentence"]
+
+    def calibration_documents(self, path, dirs):
+        return [" ".join(self._sentences("train", self.TRAIN, dirs))]
+
+    def evaluation_text(self, path, dirs):
+        return " ".join(self._sentences("test", self.TEST, dirs))
+
+
+class PydocTopics(TextDataset):
+    """CPython's documentation topics: every fifth topic (sorted by key) is held out for evaluation."""
+
+    HELD_OUT_EVERY = 5
+
+    def _split(self, held_out: bool) -> list[str]:
+        from pydoc_data.topics import topics
+
+        keys = sorted(topics)
+        return [topics[k] for i, k in enumerate(keys) if (i % self.HELD_OUT_EVERY == 0) == held_out]
+
+    def calibration_documents(self, path, dirs):
+        return self._split(held_out=False)
+
+    def evaluation_text(self, path, dirs):
+        return "\n\n".join(self._split(held_out=True))
+
+
+def _existing(path: str | None, prefix: str) -> Path:
+    if not path:
+        raise UsageError(f"{prefix}: needs a path, e.g. {prefix}:corpus.txt")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"File not found: {file}. Check the path after '{prefix}:'.")
+    return file
+
+
+class LocalText(TextDataset):
+    def calibration_documents(self, path, dirs):
+        return [self.evaluation_text(path, dirs)]
+
+    def evaluation_text(self, path, dirs):
+        return _existing(path, self.name).read_text(encoding="utf-8")
+
+
+class LocalJsonl(TextDataset):
+    def calibration_documents(self, path, dirs):
+        return read_jsonl_texts(_existing(path, self.name))
+
+    def evaluation_text(self, path, dirs):
+        return "\n\n".join(self.calibration_documents(path, dirs))
+
+
+@hookimpl
+def register_datasets(register):
+    register(WikiText2("wikitext2", "WikiText-2 raw: train for calibration, test for perplexity (hub or local wiki.*.raw)"))
+    register(C4("c4", "C4 en: train shard 00000 for calibration, validation shard for perplexity (hub or local)",
+                protocol_max_windows=256))
+    register(PTB("ptb", "Penn Treebank: train / test sentences (hub or local ptb.*.txt)"))
+    register(PydocTopics("pydoc", "CPython documentation topics (offline); 1 in 5 topics held out for evaluation"))
+    register(LocalText("text", "text:PATH, a local UTF-8 file (one document)", takes_path=True))
+    register(LocalJsonl("jsonl", "jsonl:PATH, one {\"text\": ...} object per line", takes_path=True))
+
+
+def resolve_dataset(spec: str) -> tuple[TextDataset, str | None]:
+    """A dataset spec ("wikitext2", "text:PATH") as (dataset, path)."""
+    from harness.plugins import collect
+
+    registered = collect("register_datasets")
+    name, _, path = spec.partition(":")
+    if name not in registered or (registered[name].item.takes_path and not path):
+        if name in registered:
+            raise UsageError(f"{name}: needs a path, e.g. {name}:corpus.txt")
+        raise did_you_mean("dataset", name, registered)
+    dataset = registered[name].item
+    if path and not dataset.takes_path:
+        raise UsageError(f"Dataset '{name}' takes no path; use text:PATH or jsonl:PATH for local files.")
+    return dataset, path or None
+
+
+def calibration_documents(spec: str, data_dir: "str | Path | None" = None) -> list[str]:
+    dataset, path = resolve_dataset(spec)
+    return dataset.calibration_documents(path, data_dirs(data_dir))
+
+
+def evaluation_text(spec: str, data_dir: "str | Path | None" = None) -> str:
+    dataset, path = resolve_dataset(spec)
+    return dataset.evaluation_text(path, data_dirs(data_dir))
+
+
+def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+    """Sample (nsamples, seqlen) windows exactly as Wanda/SparseGPT do (REFERENCE.md section 1).
+
+    Pick a random document, re-draw until it has more than seqlen tokens, take the window starting
+    at randint(0, len - seqlen - 1); Python's Mersenne Twister seeded once.
+    """
+    if nsamples < 1 or seqlen < 1:
+        raise UsageError(f"Bad calibration size {nsamples} x {seqlen}: both must be positive.")
+    if not documents:
+        raise UsageError("The calibration corpus has no documents; give a non-empty dataset.")
+    rng = random.Random(seed)
+    token_cache: dict[int, list[int]] = {}
+    too_short: set[int] = set()
+    windows = []
+    for _ in range(nsamples):
+        while True:
+            index = rng.randint(0, len(documents) - 1)
+            if index not in token_cache:
+                token_cache[index] = tokenizer(documents[index], verbose=False)["input_ids"]
+            ids = token_cache[index]
+            if len(ids) > seqlen:
+                break
+            too_short.add(index)
+            if len(too_short) == len(documents):
+                longest = max(len(t) for t in token_cache.values())
+                raise UsageError(
+                    f"Calibration text is shorter than one window: no document has more than {seqlen} tokens "
+                    f"(longest {longest}); use a smaller --seqlen or a longer corpus."
+                )
+        start = rng.randint(0, len(ids) - seqlen - 1)
+        windows.append(ids[start : start + seqlen])
+    return torch.tensor(windows, dtype=torch.long)
+
+
+def tokenize_text(tokenizer, text: str) -> torch.Tensor:
+    """The whole evaluation text as one 1-D LongTensor of token ids, tokenized once."""
+    return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)

@@ -1,0 +1,53 @@
+"""Pure mask functions (True = prune) and the host's default `make_mask` hook implementation."""
+from __future__ import annotations
+
+import torch
+
+from harness.errors import UsageError
+from harness.hookspecs import hookimpl
+from harness.sparsity import SparsityTarget
+
+GROUPS = ("row", "layer")
+
+
+def lowest_per_row(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Prune the int(in * ratio) lowest scores of each output row (stable sort, as Wanda)."""
+    k = int(scores.shape[1] * ratio)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if k:
+        order = torch.sort(scores, dim=1, stable=True).indices
+        mask.scatter_(1, order[:, :k], True)
+    return mask
+
+
+def lowest_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Prune the int(numel * ratio) lowest scores of the whole matrix (exact count, stable ties)."""
+    k = int(scores.numel() * ratio)
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k:
+        order = torch.sort(scores.reshape(-1), stable=True).indices
+        mask[order[:k]] = True
+    return mask.view_as(scores)
+
+
+def lowest_n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """In every group of m consecutive inputs of each row, prune the n lowest scores."""
+    rows, cols = scores.shape
+    if cols % m:
+        raise UsageError(f"N:M sparsity {n}:{m} needs M to divide the input width {cols}; pick another M.")
+    groups = scores.reshape(rows, cols // m, m)
+    order = torch.sort(groups, dim=2, stable=True).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(2, order[..., :n], True)
+    return mask.reshape(rows, cols)
+
+
+@hookimpl(trylast=True)
+def make_mask(scores: torch.Tensor, target: SparsityTarget, group: str) -> torch.Tensor:
+    if target.is_n_m:
+        return lowest_n_of_m(scores, target.n, target.m)
+    if group == "row":
+        return lowest_per_row(scores, target.ratio)
+    if group == "layer":
+        return lowest_per_layer(scores, target.ratio)
+    raise UsageError(f"Unknown comparison group '{group}'. Use one of: {', '.join(GROUPS)}.")

