@@ -210,6 +210,8 @@ def resolve_dataset(spec: str) -> tuple[TextDataset, str | None]:
     dataset = registered[name].item
     if path and not dataset.takes_path:
         raise UsageError(f"Dataset '{name}' takes no path; use text:PATH or jsonl:PATH for local files.")
+    if dataset.takes_path:
+        _existing(path, name)
     return dataset, path or None
 
 

@@ -106,30 +106,62 @@ def run_layer(layer: nn.Module, inputs: LayerInputs) -> list[torch.Tensor]:
     return [_layer_output(layer(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs)]
 
 
-class _StatisticHooks:
-    """Forward hooks that feed each linear's inputs (and outputs) to its accumulators."""
+class _LayerDone(Exception):
+    """Raised inside a statistics pass once the last linear has been seen: the rest is unused."""
 
-    def __init__(self, linears: Mapping[str, nn.Linear], statistics: list, device: torch.device):
+
+class _StatisticHooks:
+    """Hooks that feed each linear's inputs (and outputs) to its accumulators.
+
+    With `stop_early`, the layer's outputs are not needed (pruned propagation re-runs the layer),
+    so after the first batch has shown which linear runs last, later batches stop right after
+    that linear's statistics are in: for LLaMA this skips the down projection, a quarter of the
+    layer's FLOPs, without changing any number.
+    """
+
+    def __init__(self, linears: Mapping[str, nn.Linear], statistics: list, device: torch.device, stop_early: bool):
         self.accumulators = {
             name: {s.name: s.accumulator(linear, device) for s in statistics} for name, linear in linears.items()
         }
-        needs_output = any(s.needs_output for s in statistics)
-        self.handles = [
-            linear.register_forward_hook(self._hook(self.accumulators[name], needs_output))
-            for name, linear in linears.items()
-        ]
+        self.needs_output = any(s.needs_output for s in statistics)
+        self.stop_early = stop_early
+        self.call_order: list[str] = []
+        self.last: str | None = None
+        self.handles = []
+        for name, linear in linears.items():
+            if self.needs_output:
+                self.handles.append(linear.register_forward_hook(self._hook(name)))
+            else:
+                self.handles.append(linear.register_forward_pre_hook(lambda m, args, name=name: self._hook(name)(m, args, None)))
 
-    @staticmethod
-    def _hook(accumulators: dict, needs_output: bool) -> Callable:
+    def _hook(self, name: str) -> Callable:
+        accumulators = self.accumulators[name].values()
+
         def hook(module, args, output):
             x = args[0]
             nsequences = x.shape[0] if x.dim() == 3 else 1
             flat_in = x.reshape(-1, x.shape[-1]).float()
-            flat_out = output.reshape(-1, output.shape[-1]).float() if needs_output else None
-            for accumulator in accumulators.values():
+            flat_out = output.reshape(-1, output.shape[-1]).float() if output is not None else None
+            for accumulator in accumulators:
                 accumulator.add(flat_in, flat_out, nsequences)
+            if self.last is None:
+                self.call_order.append(name)
+            elif self.stop_early and name == self.last:
+                raise _LayerDone
 
         return hook
+
+    def run(self, layer: nn.Module, inputs: LayerInputs) -> list[torch.Tensor] | None:
+        """Run every batch through `layer` collecting statistics; the outputs unless stopping early."""
+        outputs = []
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            try:
+                outputs.append(_layer_output(layer(hidden, **kwargs)))
+            except _LayerDone:
+                pass
+            if self.last is None:
+                self.last = self.call_order[-1] if self.call_order else ""
+        return None if self.stop_early else outputs
 
     def remove(self) -> dict[str, dict[str, torch.Tensor]]:
         for handle in self.handles:
@@ -247,39 +279,43 @@ def prune(
         with watch.time("calibration_forward"):
             inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)
         layers = decoder_layers(model)
+        total_zeros = total_numel = 0
         for index, layer in enumerate(tqdm(layers, desc=f"{method.name} layers", disable=not progress, leave=False)):
             home = next(layer.parameters()).device
             layer.to(device)
             linears = prunable_linears(layer)
             with watch.time("calibration_forward"):
-                hooks = _StatisticHooks(linears, statistics, device)
+                hooks = _StatisticHooks(linears, statistics, device, stop_early=propagate == "pruned")
                 try:
-                    dense_outputs = run_layer(layer, inputs)
+                    dense_outputs = hooks.run(layer, inputs)
                 finally:
                     stats = hooks.remove()
             layer_target = layer_targets(index) if layer_targets else target
+            zeros = numel = 0
             for name, linear in linears.items():
                 weight = linear.weight.data
                 with watch.time("score_mask"):
                     mask = method.select(weight, stats[name], layer_target, plugins.make_mask, **arguments)
                 with watch.time("weight_update"):
-                    mask = method.update(weight, mask, stats[name], layer_target, plugins.make_mask, **arguments)
-                report.linear_sparsity[f"{index}.{name}"] = zero_fraction([linear])
+                    method.update(weight, mask, stats[name], layer_target, plugins.make_mask, **arguments)
+                linear_zeros = int((weight == 0).sum())
+                report.linear_sparsity[f"{index}.{name}"] = linear_zeros / weight.numel()
+                zeros, numel = zeros + linear_zeros, numel + weight.numel()
+            report.layer_sparsity.append(zeros / numel if numel else 0.0)
+            total_zeros, total_numel = total_zeros + zeros, total_numel + numel
             del stats
             if propagate == "pruned":
-                del dense_outputs
                 with watch.time("calibration_forward"):
                     next_hidden = run_layer(layer, inputs)
             else:
                 next_hidden = dense_outputs
             inputs = LayerInputs(hidden=next_hidden, kwargs=inputs.kwargs)
-            report.layer_sparsity.append(zero_fraction(linears.values()))
             layer.to(home)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     report.timings = dict(watch.totals, total=time.perf_counter() - start)
     report.memory_before_bytes, report.peak_memory_bytes = memory.before_bytes, memory.peak_bytes
-    report.overall_sparsity = zero_fraction(l for layer in layers for l in prunable_linears(layer).values())
+    report.overall_sparsity = total_zeros / total_numel if total_numel else 0.0
     model.train(was_training)
     return report
 

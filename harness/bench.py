@@ -1,0 +1,69 @@
+"""`prunebench bench`: pruning speed, pruning memory and evaluation throughput, as ratios."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+
+from harness.errors import UsageError
+
+
+@torch.no_grad()
+def bare_forward_tokens_per_second(model, windows: torch.Tensor, device: torch.device) -> float:
+    """The baseline: a plain transformers forward loop with a token-level cross entropy."""
+    start = time.perf_counter()
+    for window in windows:
+        batch = window.unsqueeze(0).to(device)
+        logits = model(batch).logits
+        F.cross_entropy(logits[0, :-1].float(), batch[0, 1:])
+    return windows.numel() / (time.perf_counter() - start)
+
+
+def model_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def run_bench(args) -> dict:
+    from harness.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+    from harness.engine import default_device, forward_through_layers, prune
+    from harness.evaluate import evaluation_windows, perplexity
+    from harness.models import load_model
+    from harness.sparsity import parse_sparsity
+
+    target = parse_sparsity(args.sparsity)
+    device = torch.device(args.device) if args.device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+    model, tokenizer = load_model(args.model)
+    model.to(device)
+    calibration = sample_calibration(tokenizer, calibration_documents("pydoc"), args.nsamples, args.seqlen)
+    eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir))
+    windows = evaluation_windows(eval_ids, args.eval_seqlen, args.eval_windows)
+
+    # Evaluation throughput, interleaved (ours, bare, ours, bare) after a warm-up, best of two.
+    perplexity(model, eval_ids, args.eval_seqlen, 1, device=device)
+    ours, bare = [], []
+    for _ in range(2):
+        ours.append(perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows, device=device).tokens_per_second)
+        bare.append(bare_forward_tokens_per_second(model, windows, device))
+
+    # One plain forward through the decoder layers, best of two, then pruning once.
+    forward_seconds = min(forward_through_layers(model, calibration, device=device) for _ in range(2))
+    report = prune(model, args.method, target, calibration, device=device, progress=False)
+    growth = max(0, report.peak_memory_bytes - report.memory_before_bytes)
+    figures = {
+        "plain forward through layers (s)": forward_seconds,
+        "pruning total (s)": report.timings["total"],
+        "pruning / plain forward (target <= 2.2)": report.timings["total"] / forward_seconds,
+        "peak memory growth / model bytes (target <= 0.3)": growth / model_bytes(model),
+        "eval tokens/s, prunebench": max(ours),
+        "eval tokens/s, bare transformers loop": max(bare),
+        "eval throughput ratio (target >= 0.95)": max(ours) / max(bare),
+    }
+    print(f"bench: {args.model}, {args.method} {target}, {args.nsamples} x {args.seqlen} calibration tokens, "
+          f"{windows.shape[0]} x {args.eval_seqlen} evaluation tokens, device {device}")
+    print(tabulate([[k, f"{v:.3f}"] for k, v in figures.items()], headers=["figure", "value"], tablefmt="github"))
+    print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items()))
+    return figures

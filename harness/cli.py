@@ -1,0 +1,107 @@
+"""The prunebench command line: prune, list, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def _method_args(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"Bad --arg '{pair}': write KEY=VALUE, e.g. --arg group=layer.")
+        parsed[key] = value
+    return parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prunebench", description="Post-training pruning of causal LMs, measured.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    prune = commands.add_parser("prune", help="prune one model with one method and report perplexity")
+    prune.add_argument("--model", default="smollm2-135m", help="alias, local dir, .gguf file or hub id")
+    prune.add_argument("--method", default="wanda")
+    prune.add_argument("--sparsity", default="0.5", help="ratio in (0, 1) or N:M, e.g. 2:4")
+    prune.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="method argument (repeatable)")
+    prune.add_argument("--calib-dataset", default="pydoc")
+    prune.add_argument("--nsamples", type=_positive, default=128)
+    prune.add_argument("--seqlen", type=_positive, default=128, help="calibration window length L")
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--eval-dataset", default=None, help="perplexity dataset (none: skip evaluation)")
+    prune.add_argument("--eval-seqlen", type=_positive, default=512)
+    prune.add_argument("--eval-windows", type=_positive, default=None, help="cap on evaluation windows")
+    prune.add_argument("--no-dense-eval", action="store_true", help="skip the dense perplexity")
+    prune.add_argument("--propagate", choices=("pruned", "dense"), default="pruned")
+    prune.add_argument("--batch-size", type=_positive, default=8)
+    prune.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    prune.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
+    prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
+    prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
+
+    commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
+
+    bench = commands.add_parser("bench", help="speed and memory benchmark of pruning and evaluation")
+    bench.add_argument("--model", default="smollm2-135m")
+    bench.add_argument("--method", default="wanda")
+    bench.add_argument("--sparsity", default="0.5")
+    bench.add_argument("--nsamples", type=_positive, default=32)
+    bench.add_argument("--seqlen", type=_positive, default=128)
+    bench.add_argument("--eval-dataset", default="pydoc")
+    bench.add_argument("--eval-seqlen", type=_positive, default=512)
+    bench.add_argument("--eval-windows", type=_positive, default=8)
+    bench.add_argument("--data-dir", default=None)
+    bench.add_argument("--device", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "prune":
+            from harness.commands import run_prune
+
+            run_prune(args, _method_args(args.arg))
+        elif args.command == "list":
+            from harness.commands import run_list
+
+            run_list()
+        elif args.command == "bench":
+            from harness.bench import run_bench
+
+            run_bench(args)
+        return 0
+    except UsageError as error:
+        print(f"prunebench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunebench: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

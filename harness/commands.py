@@ -1,0 +1,126 @@
+"""What `prunebench prune` and `prunebench list` do, on top of the library API."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tabulate import tabulate
+
+from harness import plugins
+from harness.errors import UsageError
+from harness.sparsity import parse_sparsity
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _ppl(value: float | None) -> str:
+    return "-" if value is None else (f"{value:.3f}" if math.isfinite(value) else "inf")
+
+
+def run_prune(args, method_args: dict) -> dict:
+    """Validate everything cheap first, then load, calibrate, evaluate, prune, evaluate, save."""
+    import torch
+
+    from harness.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
+    from harness.engine import check_n_m_fits, prune
+    from harness.evaluate import perplexity
+    from harness.models import load_model, parse_dtype, save_pruned
+
+    method = plugins.get_method(args.method)
+    arguments = method.resolve_arguments(method_args)
+    target = parse_sparsity(args.sparsity)
+    resolve_dataset(args.calib_dataset)
+    if args.eval_dataset:
+        resolve_dataset(args.eval_dataset)
+    dtype = parse_dtype(args.dtype)
+    if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
+        raise UsageError(f"--save {args.save} is a file; give a directory path.")
+    device = torch.device(args.device) if args.device else None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+
+    model, tokenizer = load_model(args.model, dtype)
+    check_n_m_fits(model, target)
+    calibration = sample_calibration(
+        tokenizer, calibration_documents(args.calib_dataset, args.data_dir), args.nsamples, args.seqlen, args.seed
+    )
+    eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
+    eval_device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+
+    def evaluate():
+        if eval_ids is None:
+            return None
+        model.to(eval_device)
+        result = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows, device=eval_device, progress=True)
+        model.to("cpu")
+        return result
+
+    dense = None if args.no_dense_eval else evaluate()
+    report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
+                   propagate=args.propagate, **arguments)
+    pruned = evaluate()
+
+    record = {
+        "model": args.model, "method": method.name, "arguments": arguments, "sparsity": str(target),
+        "calibration": {"dataset": args.calib_dataset, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed},
+        "evaluation": None if eval_ids is None else {
+            "dataset": args.eval_dataset, "window_length": args.eval_seqlen, "windows": pruned.windows,
+            "dense_perplexity": None if dense is None else dense.perplexity, "pruned_perplexity": pruned.perplexity,
+        },
+        "report": report.to_dict(),
+    }
+    _print_summary(record, report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2, allow_nan=False, default=str))
+    if args.save:
+        save_pruned(model, tokenizer, args.save)
+        print(f"saved the pruned model to {args.save}")
+    return record
+
+
+def _print_summary(record: dict, report) -> None:
+    calib = record["calibration"]
+    rows = [
+        ["model", record["model"]],
+        ["method", f"{record['method']} {record['arguments']}"],
+        ["sparsity target", record["sparsity"]],
+        ["calibration", f"{calib['dataset']}: {calib['nsamples']} x {calib['seqlen']} tokens, seed {calib['seed']}"],
+        ["propagation", report.propagate],
+    ]
+    evaluation = record["evaluation"]
+    if evaluation:
+        rows += [
+            ["evaluation", f"{evaluation['dataset']}: {evaluation['windows']} windows of {evaluation['window_length']} tokens"],
+            ["dense perplexity", _ppl(evaluation["dense_perplexity"])],
+            ["pruned perplexity", _ppl(evaluation["pruned_perplexity"])],
+        ]
+    layer = report.layer_sparsity
+    rows += [
+        ["measured sparsity", f"{report.overall_sparsity:.4f} (layers {min(layer):.4f} .. {max(layer):.4f})"],
+        ["time: calibration forward", f"{report.timings['calibration_forward']:.2f} s"],
+        ["time: score + mask", f"{report.timings['score_mask']:.2f} s"],
+        ["time: weight update", f"{report.timings['weight_update']:.2f} s"],
+        ["time: total", f"{report.timings['total']:.2f} s"],
+        ["peak memory", f"{_mib(report.peak_memory_bytes)} ({report.device}; {_mib(report.memory_before_bytes)} before)"],
+    ]
+    rows += [["note", note] for note in report.notes]
+    print(tabulate(rows, tablefmt="plain"))
+
+
+def run_list() -> None:
+    """Print every registered method, statistic, dataset and model with the plugin that gave it."""
+    sections = [
+        ("Methods", "register_methods",
+         lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()), ", ".join(m.statistics) or "-"],
+         ["method", "plugin", "description", "arguments (defaults)", "statistics"]),
+        ("Statistics", "register_statistics", lambda s: [s.description], ["statistic", "plugin", "description"]),
+        ("Datasets", "register_datasets", lambda d: [d.description], ["dataset", "plugin", "description"]),
+        ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),
+    ]
+    for title, hook, describe, headers in sections:
+        rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in plugins.collect(hook).items()]
+        print(f"{title}:\n{tabulate(rows, headers=headers, tablefmt='simple')}\n")
+    print("Models may also be a local directory, a .gguf file or a Hugging Face hub id.")
