@@ -42,6 +42,12 @@ def plugin_manager() -> pluggy.PluginManager:
     return _manager
 
 
+def reset_plugin_manager() -> None:
+    """Forget the manager; the next use rebuilds it (e.g. after installing a plugin at run time)."""
+    global _manager
+    _manager = None
+
+
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     allowed = os.environ.get(LOAD_PLUGINS_ENV)
     allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}

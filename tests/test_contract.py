@@ -1,0 +1,70 @@
+"""Contract tests that every registered method must pass, on tiny LLaMA and OPT models."""
+import math
+
+import pytest
+import torch
+
+import harness
+from harness import plugins
+from harness.data import evaluation_text, tokenize_text
+from harness.engine import decoder_layers, prunable_linears
+from harness.evaluate import perplexity
+from harness.models import load_model
+
+METHODS = sorted(plugins.collect("register_methods"))
+MODELS = ["tiny-llama", "tiny-opt"]
+
+
+def _prune(model_name, method, sparsity, calibration):
+    model, _ = load_model(model_name)
+    harness.prune(model, method, sparsity, calibration, progress=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    from harness.data import calibration_documents, sample_calibration
+    from harness.models import byte_tokenizer
+
+    return sample_calibration(byte_tokenizer(), calibration_documents("pydoc"), nsamples=4, seqlen=32, seed=0)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_unstructured_sparsity_is_reached(method, model_name, ratio, calibration):
+    model = _prune(model_name, method, ratio, calibration)
+    for layer in decoder_layers(model):
+        for linear in prunable_linears(layer).values():
+            zeros = int((linear.weight == 0).sum())
+            out, width = linear.weight.shape
+            # Row groups prune int(in * s) per row; layer groups int(numel * s) in all.
+            assert zeros in (out * int(width * ratio), int(out * width * ratio))
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+def test_n_m_structure_is_exact(method, model_name, n, m, calibration):
+    model = _prune(model_name, method, f"{n}:{m}", calibration)
+    for layer in decoder_layers(model):
+        for linear in prunable_linears(layer).values():
+            groups = (linear.weight == 0).view(linear.weight.shape[0], -1, m)
+            assert (groups.sum(dim=2) == n).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deterministic_for_a_seed(method, calibration):
+    first = _prune("tiny-llama", method, 0.5, calibration).state_dict()
+    second = _prune("tiny-llama", method, 0.5, calibration).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_finite_perplexity_after_pruning(method, model_name, calibration):
+    model = _prune(model_name, method, 0.5, calibration)
+    tokenizer = load_model(model_name)[1]
+    eval_ids = tokenize_text(tokenizer, evaluation_text("pydoc"))
+    result = perplexity(model, eval_ids, window_length=64, max_windows=4)
+    assert math.isfinite(result.perplexity) and result.perplexity > 1
