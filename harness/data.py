@@ -151,8 +151,10 @@ class PydocTopics(TextDataset):
     def _split(self, held_out: bool) -> list[str]:
         from pydoc_data.topics import topics
 
-        keys = sorted(topics)
-        return [topics[k] for i, k in enumerate(keys) if (i % self.HELD_OUT_EVERY == 0) == held_out]
+        # Some topics share one text (e.g. "if" and "else"); keep each text once so no held-out
+        # text is also calibration text.
+        texts = list(dict.fromkeys(topics[key] for key in sorted(topics)))
+        return [text for i, text in enumerate(texts) if (i % self.HELD_OUT_EVERY == 0) == held_out]
 
     def calibration_documents(self, path, dirs):
         return self._split(held_out=False)
