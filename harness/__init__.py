@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.errors import UsageError
 from harness.hookspecs import hookimpl
-from harness.method import Accumulator, PruningMethod, Statistic
+from harness.method import Accumulator, LinearContext, PruningMethod, Statistic
 from harness.sparsity import SparsityTarget, parse_sparsity
 
 __version__ = "0.1.0"
@@ -21,6 +21,6 @@ def prune(model, method, sparsity, calibration, **method_args):
 
 
 __all__ = [
-    "Accumulator", "PruningMethod", "SparsityTarget", "Statistic", "UsageError",
+    "Accumulator", "LinearContext", "PruningMethod", "SparsityTarget", "Statistic", "UsageError",
     "hookimpl", "parse_sparsity", "prune", "__version__",
 ]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from harness import plugins
 from harness.errors import UsageError
 from harness.memory import measure_peak_memory
-from harness.method import PruningMethod
+from harness.method import LinearContext, PruningMethod
 from harness.sparsity import SparsityTarget, parse_sparsity
 
 PROPAGATIONS = ("pruned", "dense")
@@ -294,10 +294,11 @@ def prune(
             zeros = numel = 0
             for name, linear in linears.items():
                 weight = linear.weight.data
+                context = LinearContext(layer_target, plugins.make_mask, index, name, report.notes)
                 with watch.time("score_mask"):
-                    mask = method.select(weight, stats[name], layer_target, plugins.make_mask, **arguments)
+                    mask = method.select(weight, stats[name], context, **arguments)
                 with watch.time("weight_update"):
-                    method.update(weight, mask, stats[name], layer_target, plugins.make_mask, **arguments)
+                    method.update(weight, mask, stats[name], context, **arguments)
                 linear_zeros = int((weight == 0).sum())
                 report.linear_sparsity[f"{index}.{name}"] = linear_zeros / weight.numel()
                 zeros, numel = zeros + linear_zeros, numel + weight.numel()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +35,21 @@ class Statistic:
         raise NotImplementedError
 
 
+@dataclass
+class LinearContext:
+    """What the engine tells a method about the linear layer it is pruning."""
+
+    target: SparsityTarget
+    make_mask: MaskFunction
+    layer_index: int
+    linear_name: str
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Record something the run's report should show (e.g. a damping retry)."""
+        self.notes.append(f"layer {self.layer_index} {self.linear_name}: {message}")
+
+
 class PruningMethod:
     """A pruning method. Subclasses set the class attributes and implement `score`.
 
@@ -50,26 +66,13 @@ class PruningMethod:
         """Importance of each weight (out x in); the lowest are pruned."""
         raise NotImplementedError
 
-    def select(
-        self,
-        weight: torch.Tensor,
-        stats: Mapping[str, torch.Tensor],
-        target: SparsityTarget,
-        make_mask: MaskFunction,
-        **args: Any,
-    ) -> torch.Tensor | None:
+    def select(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], context: "LinearContext",
+               **args: Any) -> torch.Tensor | None:
         """Return the prune mask (True = zero). Timed as "score+mask"."""
-        return make_mask(self.score(weight, stats, **args), target, args.get("group", "row"))
+        return context.make_mask(self.score(weight, stats, **args), context.target, args.get("group", "row"))
 
-    def update(
-        self,
-        weight: torch.Tensor,
-        mask: torch.Tensor | None,
-        stats: Mapping[str, torch.Tensor],
-        target: SparsityTarget,
-        make_mask: MaskFunction,
-        **args: Any,
-    ) -> torch.Tensor:
+    def update(self, weight: torch.Tensor, mask: torch.Tensor | None, stats: Mapping[str, torch.Tensor],
+               context: "LinearContext", **args: Any) -> torch.Tensor:
         """Change `weight` in place and return the final mask. Timed as "weight update".
 
         The default zeroes the selected weights; a method that also adjusts the kept weights
