@@ -13,7 +13,7 @@ def prune(model, method, sparsity, calibration, **method_args):
     """Prune `model` in place with `method` at `sparsity` on `calibration` token ids (nsamples, L).
 
     Returns a `harness.engine.PruneReport`. Engine options (batch_size, device, propagate,
-    progress, layer_targets) pass through; other keyword arguments are the method's arguments.
+    progress, allocation, owl_m, owl_lambda) pass through; other keyword arguments are the method's arguments.
     """
     from harness.engine import prune as _prune
 

@@ -60,7 +60,8 @@ def run_prune(args, method_args: dict) -> dict:
 
     dense = None if args.no_dense_eval else evaluate()
     report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
-                   propagate=args.propagate, **arguments)
+                   propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
+                   owl_lambda=args.owl_lambda, **arguments)
     pruned = evaluate()
 
     record = {
@@ -89,6 +90,7 @@ def _print_summary(record: dict, report) -> None:
         ["sparsity target", record["sparsity"]],
         ["calibration", f"{calib['dataset']}: {calib['nsamples']} x {calib['seqlen']} tokens, seed {calib['seed']}"],
         ["propagation", report.propagate],
+        ["allocation", report.allocation],
     ]
     evaluation = record["evaluation"]
     if evaluation:

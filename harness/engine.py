@@ -113,20 +113,26 @@ class _LayerDone(Exception):
 class _StatisticHooks:
     """Hooks that feed each linear's inputs (and outputs) to its accumulators.
 
-    With `stop_early`, the layer's outputs are not needed (pruned propagation re-runs the layer),
-    so after the first batch has shown which linear runs last, later batches stop right after
-    that linear's statistics are in: for LLaMA this skips the down projection, a quarter of the
-    layer's FLOPs, without changing any number.
+    Two savings, neither changing a number. Linears that read the very same input tensor (q/k/v,
+    gate/up) share one accumulator per input-only statistic after the first batch has shown which
+    they are. With `stop_early`, the layer's outputs are not needed (pruned propagation re-runs the
+    layer), so later batches stop once the last linear's statistics are in: for LLaMA this skips
+    the down projection, a quarter of the layer's FLOPs.
     """
 
-    def __init__(self, linears: Mapping[str, nn.Linear], statistics: list, device: torch.device, stop_early: bool):
+    def __init__(self, linears: Mapping[str, nn.Linear], statistics: list, device: torch.device,
+                 arguments: Mapping[str, Any], stop_early: bool):
         self.accumulators = {
-            name: {s.name: s.accumulator(linear, device) for s in statistics} for name, linear in linears.items()
+            name: {s.name: s.accumulator(linear, device, arguments) for s in statistics}
+            for name, linear in linears.items()
         }
-        self.needs_output = any(s.needs_output for s in statistics)
+        self.input_only = {s.name for s in statistics if not s.needs_output}
+        self.needs_output = len(self.input_only) < len(statistics)
         self.stop_early = stop_early
+        self.first_batch = True
+        self.first_inputs: dict[str, torch.Tensor] = {}  # held during batch 1 so identities stay unique
         self.call_order: list[str] = []
-        self.last: str | None = None
+        self.shared: set[tuple[str, str]] = set()  # (linear, statistic) fed through another linear
         self.handles = []
         for name, linear in linears.items():
             if self.needs_output:
@@ -135,21 +141,34 @@ class _StatisticHooks:
                 self.handles.append(linear.register_forward_pre_hook(lambda m, args, name=name: self._hook(name)(m, args, None)))
 
     def _hook(self, name: str) -> Callable:
-        accumulators = self.accumulators[name].values()
-
         def hook(module, args, output):
             x = args[0]
             nsequences = x.shape[0] if x.dim() == 3 else 1
             flat_in = x.reshape(-1, x.shape[-1]).float()
             flat_out = output.reshape(-1, output.shape[-1]).float() if output is not None else None
-            for accumulator in accumulators:
-                accumulator.add(flat_in, flat_out, nsequences)
-            if self.last is None:
+            for stat_name, accumulator in self.accumulators[name].items():
+                if (name, stat_name) not in self.shared:
+                    accumulator.add(flat_in, flat_out, nsequences)
+            if self.first_batch:
                 self.call_order.append(name)
-            elif self.stop_early and name == self.last:
+                self.first_inputs[name] = x
+            elif self.stop_early and name == self.call_order[-1]:
                 raise _LayerDone
 
         return hook
+
+    def _share_accumulators(self) -> None:
+        leaders: list[str] = []
+        for name in self.call_order:
+            leader = next((l for l in leaders if self.first_inputs[l] is self.first_inputs[name]), None)
+            if leader is None:
+                leaders.append(name)
+                continue
+            for stat_name in self.input_only:  # identical state so far: alias it
+                self.accumulators[name][stat_name] = self.accumulators[leader][stat_name]
+                self.shared.add((name, stat_name))
+        self.first_inputs.clear()
+        self.first_batch = False
 
     def run(self, layer: nn.Module, inputs: LayerInputs) -> list[torch.Tensor] | None:
         """Run every batch through `layer` collecting statistics; the outputs unless stopping early."""
@@ -159,8 +178,8 @@ class _StatisticHooks:
                 outputs.append(_layer_output(layer(hidden, **kwargs)))
             except _LayerDone:
                 pass
-            if self.last is None:
-                self.last = self.call_order[-1] if self.call_order else ""
+            if self.first_batch:
+                self._share_accumulators()
         return None if self.stop_early else outputs
 
     def remove(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -180,6 +199,8 @@ class PruneReport:
     nsamples: int
     seqlen: int
     device: str
+    allocation: str = "uniform"
+    layer_targets: list[float] = field(default_factory=list)
     layer_sparsity: list[float] = field(default_factory=list)
     linear_sparsity: dict[str, float] = field(default_factory=dict)
     overall_sparsity: float = 0.0
@@ -244,14 +265,17 @@ def prune(
     device: "str | torch.device | None" = None,
     propagate: str = "pruned",
     progress: bool = True,
-    layer_targets: "Callable[[int], SparsityTarget] | None" = None,
+    allocation: str = "uniform",
+    owl_m: float = 5.0,
+    owl_lambda: float = 0.08,
     **method_args: Any,
 ) -> PruneReport:
     """Prune `model` in place, decoder layer by decoder layer, and return a PruneReport.
 
     `calibration` is a LongTensor of token ids (nsamples, L). `propagate` chooses what feeds the
     next layer: the pruned layer's outputs (default, as Wanda and SparseGPT) or the dense ones.
-    `layer_targets` optionally gives each layer index its own target (layer-wise allocation).
+    `allocation="owl"` gives each decoder layer its own sparsity by OWL (M=`owl_m`,
+    lambda=`owl_lambda`), keeping the mean at the target.
     """
     method = resolve_method(method)
     arguments = method.resolve_arguments(method_args)
@@ -262,35 +286,54 @@ def prune(
         raise UsageError("calibration must be a LongTensor of token ids shaped (nsamples, L).")
     check_n_m_fits(model, target)
     registered_statistics = plugins.collect("register_statistics")
-    missing = [s for s in method.statistics if s not in registered_statistics]
+    needed = method.required_statistics(arguments)
+    missing = [s for s in needed if s not in registered_statistics]
     if missing:
         raise UsageError(f"Method '{method.name}' needs unregistered statistic(s) {', '.join(missing)}; install the plugin that provides them.")
-    statistics = [registered_statistics[s].item for s in method.statistics]
+    statistics = [registered_statistics[s].item for s in needed]
     device = torch.device(device) if device is not None else default_device()
     report = PruneReport(
         method=method.name, arguments=arguments, sparsity=str(target), propagate=propagate,
         nsamples=calibration.shape[0], seqlen=calibration.shape[1], device=str(device),
     )
+    if allocation not in ("uniform", "owl"):
+        raise UsageError(f"Bad allocation '{allocation}': use uniform or owl.")
+    if allocation == "owl" and target.is_n_m:
+        raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
+    report.allocation = allocation if allocation == "uniform" else f"owl(M={owl_m:g}, lambda={owl_lambda:g})"
     watch = _Stopwatch(device)
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     with measure_peak_memory(device) as memory:
-        with watch.time("calibration_forward"):
-            inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)
+        layer_targets = [target] * len(decoder_layers(model))
+        if allocation == "owl":
+            from harness.allocation import owl_layer_targets
+
+            with watch.time("calibration_forward"):
+                layer_targets = owl_layer_targets(model, calibration, target, m=owl_m, lam=owl_lambda,
+                                                  batch_size=batch_size, device=device, progress=progress)
+        report.layer_targets = [t.ratio for t in layer_targets]
+        # A method with no statistics (magnitude) needs no calibration forward at all.
+        needs_forward = bool(statistics)
+        if needs_forward:
+            with watch.time("calibration_forward"):
+                inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)
         layers = decoder_layers(model)
         total_zeros = total_numel = 0
         for index, layer in enumerate(tqdm(layers, desc=f"{method.name} layers", disable=not progress, leave=False)):
             home = next(layer.parameters()).device
             layer.to(device)
             linears = prunable_linears(layer)
-            with watch.time("calibration_forward"):
-                hooks = _StatisticHooks(linears, statistics, device, stop_early=propagate == "pruned")
-                try:
-                    dense_outputs = hooks.run(layer, inputs)
-                finally:
-                    stats = hooks.remove()
-            layer_target = layer_targets(index) if layer_targets else target
+            stats = {name: {} for name in linears}
+            if needs_forward:
+                with watch.time("calibration_forward"):
+                    hooks = _StatisticHooks(linears, statistics, device, arguments, stop_early=propagate == "pruned")
+                    try:
+                        dense_outputs = hooks.run(layer, inputs)
+                    finally:
+                        stats = hooks.remove()
+            layer_target = layer_targets[index]
             zeros = numel = 0
             for name, linear in linears.items():
                 weight = linear.weight.data
@@ -305,12 +348,11 @@ def prune(
             report.layer_sparsity.append(zeros / numel if numel else 0.0)
             total_zeros, total_numel = total_zeros + zeros, total_numel + numel
             del stats
-            if propagate == "pruned":
+            if needs_forward and propagate == "pruned":
                 with watch.time("calibration_forward"):
-                    next_hidden = run_layer(layer, inputs)
-            else:
-                next_hidden = dense_outputs
-            inputs = LayerInputs(hidden=next_hidden, kwargs=inputs.kwargs)
+                    inputs = LayerInputs(hidden=run_layer(layer, inputs), kwargs=inputs.kwargs)
+            elif needs_forward:
+                inputs = LayerInputs(hidden=dense_outputs, kwargs=inputs.kwargs)
             layer.to(home)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -328,6 +370,28 @@ def zero_fraction(linears) -> float:
         zeros += int((linear.weight == 0).sum())
         total += linear.weight.numel()
     return zeros / total if total else 0.0
+
+
+@torch.no_grad()
+def dense_layer_statistics(model: nn.Module, calibration: torch.Tensor, statistic_names: tuple[str, ...], *,
+                           batch_size: int = 8, device: "str | torch.device | None" = None, progress: bool = False):
+    """Yield (linears, statistics) per decoder layer of the unpruned model, dense propagation."""
+    registered = plugins.collect("register_statistics")
+    statistics = [registered[name].item for name in statistic_names]
+    device = torch.device(device) if device is not None else default_device()
+    inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)
+    for layer in tqdm(decoder_layers(model), desc="statistics", disable=not progress, leave=False):
+        home = next(layer.parameters()).device
+        layer.to(device)
+        linears = prunable_linears(layer)
+        hooks = _StatisticHooks(linears, statistics, device, {}, stop_early=False)
+        try:
+            outputs = hooks.run(layer, inputs)
+        finally:
+            stats = hooks.remove()
+        yield linears, stats
+        inputs = LayerInputs(hidden=outputs, kwargs=inputs.kwargs)
+        layer.to(home)
 
 
 @torch.no_grad()

@@ -31,7 +31,8 @@ class Statistic:
     description: ClassVar[str]
     needs_output: ClassVar[bool] = False
 
-    def accumulator(self, linear: torch.nn.Linear, device: torch.device) -> Accumulator:
+    def accumulator(self, linear: torch.nn.Linear, device: torch.device, arguments: Mapping[str, Any]) -> Accumulator:
+        """Fresh state for one linear; `arguments` are the running method's (e.g. an epsilon)."""
         raise NotImplementedError
 
 
@@ -61,6 +62,10 @@ class PruningMethod:
     description: ClassVar[str]
     statistics: ClassVar[tuple[str, ...]] = ()
     arguments: ClassVar[Mapping[str, Any]] = {"group": "row"}
+
+    def required_statistics(self, arguments: Mapping[str, Any]) -> tuple[str, ...]:
+        """The statistics this run needs; override when an argument changes them."""
+        return self.statistics
 
     def score(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], **args: Any) -> torch.Tensor:
         """Importance of each weight (out x in); the lowest are pruned."""

@@ -23,6 +23,9 @@ DEFAULT_PLUGINS = (
     "harness.models",
     "baselines.magnitude",
     "baselines.wanda",
+    "baselines.ria",
+    "baselines.sparsegpt",
+    "plugins.ace",
 )
 
 _manager: pluggy.PluginManager | None = None

@@ -26,7 +26,7 @@ class InputSquaredNorm(Statistic):
     name = "input_sq_norm"
     description = "per input feature j: mean over sequences of sum_t x_tj^2 (Wanda's scaler_row)"
 
-    def accumulator(self, linear, device):
+    def accumulator(self, linear, device, arguments):
         return _RunningSquaredNorm(linear.in_features, device)
 
 

@@ -20,7 +20,7 @@ def test_wanda_score_is_weight_times_input_norm():
 
 def test_input_squared_norm_is_wandas_running_mean_over_sequences():
     linear = torch.nn.Linear(3, 2)
-    accumulator = InputSquaredNorm().accumulator(linear, torch.device("cpu"))
+    accumulator = InputSquaredNorm().accumulator(linear, torch.device("cpu"), {})
     first = torch.tensor([[[1.0, 0.0, 2.0], [1.0, 1.0, 0.0]], [[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]]])  # 2 sequences
     second = torch.tensor([[[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]]])  # 1 sequence
     for batch in (first, second):

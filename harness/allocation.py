@@ -1,0 +1,42 @@
+"""Layer-wise sparsity allocation: OWL (Yin et al. 2024), outlier-weighted layer sparsities."""
+from __future__ import annotations
+
+import torch
+
+from harness.engine import dense_layer_statistics
+from harness.errors import UsageError
+from harness.sparsity import SparsityTarget
+
+ALLOCATIONS = ("uniform", "owl")
+
+
+def outlier_share(scores: torch.Tensor, m: float) -> float:
+    """Share (in %) of `scores` above m times their mean (OWL's check_outlier_mean)."""
+    return float((scores > scores.mean() * m).sum()) / scores.numel() * 100
+
+
+def owl_sparsities(outlier_shares: list[float], sparsity: float, lam: float, floor: float = 0.01) -> list[float]:
+    """Per-layer sparsities: keep ratios spread over [0, 2 lambda] by outlier share, mean 1 - s."""
+    shares = torch.tensor(outlier_shares, dtype=torch.float64)
+    spread = shares.max() - shares.min()
+    keep = (shares - shares.min()) / spread * 2 * lam if spread > 0 else torch.zeros_like(shares)
+    keep = keep - keep.mean() + (1 - sparsity)
+    return [max(floor, 1 - float(k)) for k in keep]
+
+
+def owl_layer_targets(model, calibration, target: SparsityTarget, *, m: float = 5.0, lam: float = 0.08,
+                      batch_size: int = 8, device=None, progress: bool = False) -> list[SparsityTarget]:
+    """OWL's allocation from Wanda scores on the dense model (dense propagation, as OWL's code)."""
+    if target.is_n_m:
+        raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
+    if m <= 0 or not 0 <= lam < 0.5:
+        raise UsageError(f"Bad OWL settings M={m}, lambda={lam}: need M > 0 and 0 <= lambda < 0.5.")
+    shares = []
+    for linears, stats in dense_layer_statistics(model, calibration, ("input_sq_norm",), batch_size=batch_size,
+                                                  device=device, progress=progress):
+        scores = [
+            (linear.weight.abs() * stats[name]["input_sq_norm"].sqrt().reshape(1, -1)).flatten()
+            for name, linear in linears.items()
+        ]
+        shares.append(outlier_share(torch.cat(scores), m))
+    return [target.with_ratio(s) for s in owl_sparsities(shares, target.ratio, lam)]

@@ -1,0 +1,170 @@
+"""ACE (Mi et al. 2025): CosP, VarP and their product, as defined in REFERENCE.md section 3.
+
+CosP: S = |W_ij| * ||X_j|| * f(L_ij), L_ij = W_ij * C_ij, C = mean_t a_t x_t^T / (||a_t||^2 + eps);
+f is |.| ("abs"), max(., 0) ("clamp") or the identity ("signed").
+VarP, two readings of the paper's summary:
+- "inverse": S = |W_ij| * E_s[1 / (1 - v_sj + eps)], v_sj = mean_t xhat_tj^2 over the tokens of
+  calibration sequence s, with xhat_t = x_t / ||x_t|| (tokens normalised to unit length, so v < 1).
+- "variance": S = |W_ij| * ||X_j|| * E_s[Var_t(x_tj)], the token variance inside each sequence
+  (a Wanda-style score scaled by how much feature j varies from token to token).
+||X_j|| is taken as sqrt of Wanda's statistic, which differs from the norm over all tokens by one
+constant per layer and so ranks identically.
+"""
+from __future__ import annotations
+
+import torch
+
+from harness import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+
+SIGNS = ("abs", "clamp", "signed")
+READINGS = ("inverse", "variance")
+
+
+class _CosineLoss(Accumulator):
+    def __init__(self, linear, device, eps):
+        self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float32, device=device)
+        self.tokens = 0
+        self.eps = eps
+
+    def add(self, inputs, outputs, nsequences):
+        # One matrix product per batch: sum_t (a_t / (||a_t||^2 + eps)) x_t^T.
+        weights = outputs / (outputs.square().sum(dim=1, keepdim=True) + self.eps)
+        self.total.addmm_(weights.t(), inputs)
+        self.tokens += inputs.shape[0]
+
+    def result(self):
+        return self.total / max(self.tokens, 1)
+
+
+class CosineLossStatistic(Statistic):
+    name = "ace_cos"
+    description = "C = mean_t a_t x_t^T / (||a_t||^2 + eps) from each linear's input and output (ACE CosP)"
+    needs_output = True
+
+    def accumulator(self, linear, device, arguments):
+        return _CosineLoss(linear, device, float(arguments.get("eps", 1e-6)))
+
+
+class _PerSequence(Accumulator):
+    """Mean over calibration sequences of a per-sequence, per-feature quantity."""
+
+    def __init__(self, width, device, per_sequence):
+        self.total = torch.zeros(width, dtype=torch.float32, device=device)
+        self.nsequences = 0
+        self.per_sequence = per_sequence
+
+    def add(self, inputs, outputs, nsequences):
+        sequences = inputs.reshape(nsequences, -1, inputs.shape[-1])
+        self.total += self.per_sequence(sequences).sum(dim=0)
+        self.nsequences += nsequences
+
+    def result(self):
+        return self.total / max(self.nsequences, 1)
+
+
+class InverseNormStatistic(Statistic):
+    name = "ace_inverse_norm"
+    description = "E_s[1 / (1 - mean_t xhat_tj^2 + eps)], tokens normalised to unit length (ACE VarP, reading 'inverse')"
+
+    def accumulator(self, linear, device, arguments):
+        eps = float(arguments.get("eps", 1e-6))
+
+        def per_sequence(x):
+            unit = x / x.norm(dim=2, keepdim=True).clamp_min(1e-12)
+            return 1.0 / (1.0 - unit.square().mean(dim=1) + eps)
+
+        return _PerSequence(linear.in_features, device, per_sequence)
+
+
+class TokenVarianceStatistic(Statistic):
+    name = "ace_token_variance"
+    description = "E_s[Var_t(x_tj)], the token variance of each input feature inside a sequence (ACE VarP, reading 'variance')"
+
+    def accumulator(self, linear, device, arguments):
+        return _PerSequence(linear.in_features, device, lambda x: x.var(dim=1, unbiased=False))
+
+
+def cosp_score(weight, input_sq_norm, cosine, sign):
+    loss = weight * cosine
+    if sign == "abs":
+        loss = loss.abs()
+    elif sign == "clamp":
+        loss = loss.clamp_min(0)
+    return weight.abs() * input_sq_norm.sqrt().reshape(1, -1) * loss
+
+
+def varp_score(weight, stats, reading):
+    if reading == "inverse":
+        return weight.abs() * stats["ace_inverse_norm"].reshape(1, -1)
+    return weight.abs() * (stats["input_sq_norm"].sqrt() * stats["ace_token_variance"]).reshape(1, -1)
+
+
+def _check_choice(method, key, value, choices):
+    if value not in choices:
+        raise UsageError(f"Bad {method}.{key} '{value}': use one of {', '.join(choices)}.")
+
+
+class _AceMethod(PruningMethod):
+    def resolve_arguments(self, given):
+        resolved = super().resolve_arguments(given)
+        if "sign" in resolved:
+            _check_choice(self.name, "sign", resolved["sign"], SIGNS)
+        if "reading" in resolved:
+            _check_choice(self.name, "reading", resolved["reading"], READINGS)
+        if resolved["eps"] <= 0:
+            raise UsageError(f"Bad {self.name}.eps {resolved['eps']}: it must be positive, e.g. 1e-6.")
+        return resolved
+
+    @staticmethod
+    def _varp_statistics(reading):
+        return ("ace_inverse_norm",) if reading == "inverse" else ("input_sq_norm", "ace_token_variance")
+
+
+class CosP(_AceMethod):
+    name = "ace-cosp"
+    description = "ACE CosP: |W| * ||X_j|| * f(W * C), C the token-aggregated cosine loss; per row"
+    arguments = {"group": "row", "sign": "abs", "eps": 1e-6}
+
+    def required_statistics(self, arguments):
+        return ("input_sq_norm", "ace_cos")
+
+    def score(self, weight, stats, group="row", sign="abs", eps=1e-6):
+        return cosp_score(weight, stats["input_sq_norm"], stats["ace_cos"], sign)
+
+
+class VarP(_AceMethod):
+    name = "ace-varp"
+    description = "ACE VarP: |W| * E[1/(1-||X_j||^2)] ('inverse') or Wanda * token variance ('variance'); per row"
+    arguments = {"group": "row", "reading": "variance", "eps": 1e-6}
+
+    def required_statistics(self, arguments):
+        return self._varp_statistics(arguments["reading"])
+
+    def score(self, weight, stats, group="row", reading="variance", eps=1e-6):
+        return varp_score(weight, stats, reading)
+
+
+class Ace(_AceMethod):
+    name = "ace"
+    description = "ACE: the element-wise product of the CosP and VarP scores; per row"
+    arguments = {"group": "row", "sign": "abs", "reading": "variance", "eps": 1e-6}
+
+    def required_statistics(self, arguments):
+        return tuple(dict.fromkeys(("input_sq_norm", "ace_cos") + self._varp_statistics(arguments["reading"])))
+
+    def score(self, weight, stats, group="row", sign="abs", reading="variance", eps=1e-6):
+        return cosp_score(weight, stats["input_sq_norm"], stats["ace_cos"], sign) * varp_score(weight, stats, reading)
+
+
+@hookimpl
+def register_statistics(register):
+    register(CosineLossStatistic())
+    register(InverseNormStatistic())
+    register(TokenVarianceStatistic())
+
+
+@hookimpl
+def register_methods(register):
+    register(CosP())
+    register(VarP())
+    register(Ace())
