@@ -64,6 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
 
+    run = commands.add_parser("run", help="run a benchmark grid (resumes finished cells)")
+    run.add_argument("file", nargs="?", default="benchmarks.yaml")
+    run.add_argument("--results-dir", default=None, help="default: results/<suite>")
+    run.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                     help="run only matching cells (model, method, sparsity, seqlen, seed, calibration, nsamples)")
+    run.add_argument("--force", action="store_true", help="rerun finished cells")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
+    run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed cell")
+
+    validate = commands.add_parser("validate", help="check a benchmark config without loading any weights")
+    validate.add_argument("file", nargs="?", default="benchmarks.yaml")
+
+    status = commands.add_parser("status", help="done / pending / failed per cell")
+    status.add_argument("file", nargs="?", default="benchmarks.yaml")
+    status.add_argument("--results-dir", default=None)
+
+    report = commands.add_parser("report", help="tables and plots from a results directory")
+    report.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
+    report.add_argument("--format", choices=("github", "latex", "csv"), default="github")
+    report.add_argument("--out", default=None, help="default: RESULTS_DIR/report")
+
     bench = commands.add_parser("bench", help="speed and memory benchmark of pruning and evaluation")
     bench.add_argument("--model", default="smollm2-135m")
     bench.add_argument("--method", default="wanda")
@@ -93,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             from harness.bench import run_bench
 
             run_bench(args)
+        elif args.command in ("run", "validate", "status", "report"):
+            from harness import commands
+
+            return getattr(commands, f"run_{args.command}")(args)
         return 0
     except UsageError as error:
         print(f"prunebench: error: {error}", file=sys.stderr)

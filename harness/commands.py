@@ -126,3 +126,72 @@ def run_list() -> None:
         rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in plugins.collect(hook).items()]
         print(f"{title}:\n{tabulate(rows, headers=headers, tablefmt='simple')}\n")
     print("Models may also be a local directory, a .gguf file or a Hugging Face hub id.")
+
+
+def _results_dir(config, given: str | None) -> Path:
+    return Path(given) if given else Path("results") / config.suite
+
+
+def run_validate(args) -> int:
+    from harness.config import load_config
+    from harness.grid import expand
+
+    config = load_config(args.file)
+    print(f"{args.file}: valid; suite '{config.suite}', {len(expand(config))} cells")
+    return 0
+
+
+def run_run(args) -> int:
+    import sys
+
+    from harness.config import load_config
+    from harness.runner import parse_filters, run_grid, select_cells
+
+    config = load_config(args.file)
+    filters = parse_filters(args.only)
+    results_dir = _results_dir(config, args.results_dir)
+    if args.dry_run:
+        return _print_status(config, results_dir, filters)
+    summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst)
+    print(f"{len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.busy)} busy in another "
+          f"process, {len(summary.failed)} failed; results in {results_dir}")
+    if summary.failed:
+        for name, error in summary.failed:
+            print(f"failed: {name}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_status(args) -> int:
+    from harness.config import load_config
+
+    config = load_config(args.file)
+    return _print_status(config, _results_dir(config, args.results_dir), {})
+
+
+def _print_status(config, results_dir: Path, filters: dict) -> int:
+    from collections import Counter
+
+    from harness.runner import cell_status, select_cells
+    from harness.store import ResultsStore
+
+    store = ResultsStore(results_dir)
+    rows = [[cell_status(store, cell, config), cell.name] for cell in select_cells(config, filters)]
+    print(tabulate(rows, headers=["status", "cell"], tablefmt="simple"))
+    counts = Counter(row[0] for row in rows)
+    print(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) + f"; results in {results_dir}")
+    return 0
+
+
+def run_report(args) -> int:
+    from harness.report import write_report
+
+    results_dir = args.results_dir
+    if results_dir is None:
+        from harness.config import load_config
+
+        if not Path("benchmarks.yaml").exists():
+            raise UsageError("Give the results directory: prunebench report DIR.")
+        results_dir = _results_dir(load_config("benchmarks.yaml"), None)
+    print(write_report(results_dir, args.format, args.out))
+    return 0

@@ -1,0 +1,317 @@
+"""The benchmarks.yaml schema: load with line numbers, validate completely, report every error at once."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UsageError
+
+TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
+MODEL_KEYS = {"alias", "id", "path"}
+METHOD_KEYS = {"method", "label", "args", "allocation"}
+ALLOCATION_KEYS = {"name", "m", "lambda"}
+CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
+EVALUATION_KEYS = {"perplexity", "tasks", "data_dir"}
+PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
+TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    source: str  # what load_model takes: alias, directory, .gguf or hub id
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str
+    method: str
+    args: dict = field(default_factory=dict)
+    allocation: str = "uniform"
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
+
+
+@dataclass(frozen=True)
+class PerplexitySpec:
+    dataset: str
+    seqlen: int = 512
+    max_windows: int | None = None
+
+    @property
+    def label(self) -> str:
+        cap = f"x{self.max_windows}" if self.max_windows else ""
+        return f"{self.dataset}-{self.seqlen}{cap}"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    names: tuple[str, ...] = ()
+    num_fewshot: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+
+
+@dataclass
+class BenchmarkConfig:
+    suite: str
+    models: list[ModelSpec]
+    methods: list[MethodSpec]
+    sparsities: list[str]
+    calibration_dataset: str
+    nsamples: int
+    lengths: list[int]
+    seeds: list[int]
+    perplexity: list[PerplexitySpec]
+    tasks: TaskSpec
+    data_dir: str | None
+    device: str
+    dtype: str
+    batch_size: int
+    propagate: str
+    path: Path | None = None
+
+
+class _Errors:
+    """Collects 'file:line: where: message' errors; raises them together."""
+
+    def __init__(self, path: str, lines: dict):
+        self.path, self.lines, self.messages = path, lines, []
+
+    def add(self, where: tuple, message: str) -> None:
+        line = self.lines.get(where)
+        while line is None and where:
+            where = where[:-1]
+            line = self.lines.get(where)
+        location = f"{self.path}:{line}" if line else self.path
+        self.messages.append(f"{location}: {_dotted(where)}: {message}" if where else f"{location}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            count = len(self.messages)
+            raise UsageError(f"{count} problem{'s' * (count > 1)} in the config: " + " | ".join(self.messages))
+
+
+def _dotted(where: tuple) -> str:
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _to_python(node, where=(), lines=None):
+    """Convert a composed YAML node to Python, recording each path's line number."""
+    lines[where] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[where + (key,)] = key_node.start_mark.line + 1
+            result[key] = _to_python(value_node, where + (key,), lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, where + (i,), lines) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _unknown_keys(errors: _Errors, mapping: dict, allowed: set, where: tuple) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" Did you mean: {close[0]}?" if close else f" Allowed: {', '.join(sorted(allowed))}."
+            errors.add(where + (key,), f"unknown key '{key}'.{hint}")
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _positive_int(errors, value, where, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.add(where, f"must be a positive integer, not {value!r}.")
+        return 1
+    return value
+
+
+def load_config(path: "str | Path") -> BenchmarkConfig:
+    """Parse and validate a benchmarks file; every problem is reported in one UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Config file not found: {path}. Give the path of a benchmarks YAML file.")
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UsageError(f"{where}: not valid YAML ({getattr(error, 'problem', error)}); fix the syntax.") from None
+    lines: dict = {}
+    raw = _to_python(node, (), lines) if node is not None else None
+    return validate_config(raw, str(path), lines, path)
+
+
+def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None) -> BenchmarkConfig:
+    from harness import plugins
+    from harness.errors import did_you_mean
+    from harness.sparsity import parse_sparsity
+
+    errors = _Errors(name, lines or {})
+    if not isinstance(raw, dict):
+        errors.add((), "the top level must be a mapping with suite, models, methods, sparsity, calibration, evaluation.")
+        errors.raise_if_any()
+    _unknown_keys(errors, raw, TOP_KEYS, ())
+    for required in ("models", "methods", "sparsity", "calibration"):
+        if required not in raw:
+            errors.add((), f"missing required key '{required}'.")
+
+    suite = str(raw.get("suite", path.stem if path else "benchmarks"))
+
+    model_aliases = plugins.collect("register_models")
+    models = []
+    for i, entry in enumerate(_as_list(raw.get("models", []))):
+        where = ("models", i)
+        if isinstance(entry, str):
+            entry = {"id": entry}
+        if not isinstance(entry, dict):
+            errors.add(where, "each model is a mapping with alias, id or path.")
+            continue
+        _unknown_keys(errors, entry, MODEL_KEYS, where)
+        source = entry.get("path") or entry.get("id") or entry.get("alias")
+        if not source:
+            errors.add(where, "give id (alias or hub id) or path.")
+            continue
+        source = str(source)
+        if "path" in entry and not Path(source).expanduser().exists():
+            errors.add(where + ("path",), f"path not found: {source}.")
+        elif "path" not in entry and "/" not in source and source not in model_aliases:
+            close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
+            if close:
+                errors.add(where + ("id",), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
+        models.append(ModelSpec(label=str(entry.get("alias") or source), source=source))
+
+    methods_registered = plugins.collect("register_methods")
+    methods, labels = [], set()
+    for i, entry in enumerate(_as_list(raw.get("methods", []))):
+        where = ("methods", i)
+        if isinstance(entry, str):
+            entry = {"method": entry}
+        if not isinstance(entry, dict) or "method" not in entry:
+            errors.add(where, "each method is a name or a mapping with 'method' (and optional label, args, allocation).")
+            continue
+        _unknown_keys(errors, entry, METHOD_KEYS, where)
+        name = str(entry["method"])
+        label = str(entry.get("label", name))
+        if label in labels:
+            errors.add(where + ("label",), f"label '{label}' is used twice; give each entry a distinct label.")
+        labels.add(label)
+        args = entry.get("args") or {}
+        if not isinstance(args, dict):
+            errors.add(where + ("args",), "args must be a mapping of argument: value.")
+            args = {}
+        if name not in methods_registered:
+            errors.add(where + ("method",), str(did_you_mean("method", name, methods_registered)))
+        else:
+            try:
+                args = methods_registered[name].item.resolve_arguments(args)
+            except UsageError as error:
+                errors.add(where + ("args",), str(error))
+        allocation = entry.get("allocation") or {"name": "uniform"}
+        if isinstance(allocation, str):
+            allocation = {"name": allocation}
+        _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
+        if allocation.get("name", "uniform") not in ("uniform", "owl"):
+            errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use uniform or owl.")
+        methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")),
+                                  float(allocation.get("m", 5.0)), float(allocation.get("lambda", 0.08))))
+
+    sparsities = []
+    for i, value in enumerate(_as_list(raw.get("sparsity", []))):
+        try:
+            target = parse_sparsity(value)
+            sparsities.append(str(target))
+            if target.is_n_m and any(m.allocation == "owl" for m in methods):
+                errors.add(("sparsity", i), f"{target} is N:M but a method uses OWL allocation, which needs a ratio.")
+        except UsageError as error:
+            errors.add(("sparsity", i), str(error))
+
+    calibration = raw.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        errors.add(("calibration",), "must be a mapping with dataset, nsamples, lengths, seeds.")
+        calibration = {}
+    _unknown_keys(errors, calibration, CALIBRATION_KEYS, ("calibration",))
+    calibration_dataset = str(calibration.get("dataset", "pydoc"))
+    _check_dataset(errors, calibration_dataset, ("calibration", "dataset"))
+    nsamples = _positive_int(errors, calibration.get("nsamples", 128), ("calibration", "nsamples"))
+    lengths = [_positive_int(errors, v, ("calibration", "lengths", i))
+               for i, v in enumerate(_as_list(calibration.get("lengths", calibration.get("length", 128))))]
+    seeds = _as_list(calibration.get("seeds", calibration.get("seed", 0)))
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            errors.add(("calibration", "seeds", i), f"a seed is an integer, not {seed!r}.")
+
+    evaluation = raw.get("evaluation") or {}
+    if not isinstance(evaluation, dict):
+        errors.add(("evaluation",), "must be a mapping with perplexity (and tasks).")
+        evaluation = {}
+    _unknown_keys(errors, evaluation, EVALUATION_KEYS, ("evaluation",))
+    perplexity = []
+    for i, entry in enumerate(_as_list(evaluation.get("perplexity", []))):
+        where = ("evaluation", "perplexity", i)
+        if isinstance(entry, str):
+            entry = {"dataset": entry}
+        if not isinstance(entry, dict):
+            errors.add(where, "each perplexity evaluation is a dataset name or a mapping with dataset, seqlen, max_windows.")
+            continue
+        _unknown_keys(errors, entry, PERPLEXITY_KEYS, where)
+        dataset = str(entry.get("dataset", ""))
+        _check_dataset(errors, dataset, where + ("dataset",))
+        perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),
+                                         _positive_int(errors, entry.get("max_windows"), where + ("max_windows",), True)))
+    tasks_raw = evaluation.get("tasks") or {}
+    if isinstance(tasks_raw, list):
+        tasks_raw = {"names": tasks_raw}
+    _unknown_keys(errors, tasks_raw, TASK_KEYS, ("evaluation", "tasks"))
+    tasks = TaskSpec(tuple(str(t) for t in _as_list(tasks_raw.get("names", []))),
+                     int(tasks_raw.get("num_fewshot", 0)), tasks_raw.get("limit"), int(tasks_raw.get("batch_size", 1)))
+
+    device = str(raw.get("device", "auto"))
+    if device != "auto" and not device.startswith(("cpu", "cuda")):
+        errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
+    dtype = str(raw.get("dtype", "float32"))
+    if dtype not in ("float32", "float16", "bfloat16"):
+        errors.add(("dtype",), f"unknown dtype '{dtype}'; use float32, float16 or bfloat16.")
+    propagate = str(raw.get("propagate", "pruned"))
+    if propagate not in ("pruned", "dense"):
+        errors.add(("propagate",), f"unknown propagation '{propagate}'; use pruned or dense.")
+    batch_size = _positive_int(errors, raw.get("batch_size", 8), ("batch_size",))
+    for key in ("models", "methods", "sparsity"):
+        if key in raw and not _as_list(raw[key]):
+            errors.add((key,), "must not be empty.")
+    errors.raise_if_any()
+    data_dir = evaluation.get("data_dir")
+    if data_dir and path is not None and not Path(data_dir).is_absolute():
+        data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
+    return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
+                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path)
+
+
+def _check_dataset(errors: _Errors, spec: str, where: tuple) -> None:
+    from harness.data import resolve_dataset
+
+    try:
+        resolve_dataset(spec)
+    except UsageError as error:
+        errors.add(where, str(error))

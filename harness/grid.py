@@ -1,0 +1,101 @@
+"""Expands a benchmark config into cells, each with a readable name and a content hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+from dataclasses import asdict, dataclass
+
+from harness.config import BenchmarkConfig, MethodSpec, ModelSpec
+
+DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a model pruned by one method at one sparsity with one calibration set (or dense)."""
+
+    suite: str
+    model: ModelSpec
+    method: MethodSpec | None  # None: the dense baseline
+    sparsity: str | None
+    calibration_dataset: str | None
+    nsamples: int | None
+    seqlen: int | None
+    seed: int | None
+
+    @property
+    def method_label(self) -> str:
+        return self.method.label if self.method else DENSE
+
+    @property
+    def name(self) -> str:
+        if self.method is None:
+            return f"model={_safe(self.model.label)},method={DENSE}"
+        return (f"model={_safe(self.model.label)},method={_safe(self.method.label)},sparsity={self.sparsity.replace(':', '-')},"
+                f"calib={_safe(self.calibration_dataset)}-{self.nsamples}x{self.seqlen},seed={self.seed}")
+
+    def fields(self) -> dict:
+        """The values `--only key=value` filters on."""
+        return {"model": self.model.label, "method": self.method_label, "sparsity": self.sparsity or "",
+                "seqlen": str(self.seqlen or ""), "seed": str(self.seed if self.seed is not None else ""),
+                "calibration": self.calibration_dataset or "", "nsamples": str(self.nsamples or "")}
+
+    def describe(self, config: BenchmarkConfig) -> dict:
+        """Everything that changes this cell's numbers (and nothing that does not)."""
+        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks)}
+        described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
+        if self.method is not None:
+            described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
+                             sparsity=self.sparsity, propagate=config.propagate,
+                             calibration={"dataset": self.calibration_dataset, "nsamples": self.nsamples,
+                                          "seqlen": self.seqlen, "seed": self.seed})
+            if self.method.allocation == "owl":
+                described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
+        return described
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+
+
+def expand(config: BenchmarkConfig) -> list[Cell]:
+    """Dense baselines first (one per model), then models x methods x sparsity x lengths x seeds."""
+    cells = []
+    for model in config.models:
+        cells.append(Cell(config.suite, model, None, None, None, None, None, None))
+        for method in config.methods:
+            for sparsity in config.sparsities:
+                for seqlen in config.lengths:
+                    for seed in config.seeds:
+                        cells.append(Cell(config.suite, model, method, sparsity, config.calibration_dataset,
+                                          config.nsamples, seqlen, seed))
+    return cells
+
+
+def plugin_version(method_name: str | None) -> str:
+    """Version of the distribution that provides a method (prunebench itself for built-ins)."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    from harness import __version__, plugins
+
+    if method_name is None:
+        return __version__
+    plugin = plugins.collect("register_methods")[method_name].plugin
+    module = plugins.plugin_manager().get_plugin(plugin)
+    top = (module.__name__ if isinstance(module, types.ModuleType) else type(module).__module__).split(".")[0]
+    if top in ("harness", "baselines", "plugins"):
+        return __version__
+    try:
+        return version(packages_distributions().get(top, [top])[0])
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def content_hash(cell: Cell, config: BenchmarkConfig) -> str:
+    """Hash of what changes the numbers: the cell's config, method arguments, package and plugin versions."""
+    from harness import __version__
+
+    payload = {"cell": cell.describe(config), "prunebench": __version__,
+               "plugin": plugin_version(cell.method.method if cell.method else None)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
