@@ -83,10 +83,10 @@ class _Errors:
         self.path, self.lines, self.messages = path, lines, []
 
     def add(self, where: tuple, message: str) -> None:
-        line = self.lines.get(where)
-        while line is None and where:
-            where = where[:-1]
-            line = self.lines.get(where)
+        known, line = where, self.lines.get(where)
+        while line is None and known:
+            known = known[:-1]
+            line = self.lines.get(known)
         location = f"{self.path}:{line}" if line else self.path
         self.messages.append(f"{location}: {_dotted(where)}: {message}" if where else f"{location}: {message}")
 
@@ -189,17 +189,17 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             errors.add(where, "each model is a mapping with alias, id or path.")
             continue
         _unknown_keys(errors, entry, MODEL_KEYS, where)
-        source = entry.get("path") or entry.get("id") or entry.get("alias")
-        if not source:
+        key = next((k for k in ("path", "id", "alias") if entry.get(k)), None)
+        if key is None:
             errors.add(where, "give id (alias or hub id) or path.")
             continue
-        source = str(source)
-        if "path" in entry and not Path(source).expanduser().exists():
+        source = str(entry[key])
+        if key == "path" and not Path(source).expanduser().exists():
             errors.add(where + ("path",), f"path not found: {source}.")
-        elif "path" not in entry and "/" not in source and source not in model_aliases:
+        elif key != "path" and "/" not in source and source not in model_aliases:
             close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
             if close:
-                errors.add(where + ("id",), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
+                errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
         models.append(ModelSpec(label=str(entry.get("alias") or source), source=source))
 
     methods_registered = plugins.collect("register_methods")

@@ -1,7 +1,9 @@
 """Shared fixtures: offline hub, tiny models, inline plugin registration."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 # Tests never reach the hub: fail fast instead of retrying for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,3 +54,29 @@ def register_plugin():
 
 def weights_of(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Install plugin source as a module with an entry point (a dist-info) on sys.path.
+
+    Returns the directory, to put on PYTHONPATH for subprocesses too.
+    """
+    modules = []
+
+    def install(source: str, module: str, entry_name: str):
+        (tmp_path / f"{module}.py").write_text(source)
+        dist = tmp_path / f"{module}-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[prunebench]\n{entry_name} = {module}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        importlib.invalidate_caches()
+        plugins.reset_plugin_manager()
+        modules.append(module)
+        return tmp_path
+
+    yield install
+    plugins.reset_plugin_manager()
+    for module in modules:
+        sys.modules.pop(module, None)

@@ -1,7 +1,5 @@
 """The plugin host: the README's example plugin, entry points, registries and their errors."""
-import importlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,21 +22,10 @@ def readme_example_plugin() -> str:
 
 
 @pytest.fixture
-def installed_example(tmp_path, monkeypatch):
-    """The README example written as a module plus a dist-info declaring its entry point."""
+def installed_example(install_plugin):
     source = readme_example_plugin()
     assert len(source.strip().splitlines()) <= 20
-    (tmp_path / "wanda_sq_example.py").write_text(source)
-    dist = tmp_path / "wanda_sq_example-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wanda-sq-example\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[prunebench]\nwanda-sq = wanda_sq_example\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    plugins.reset_plugin_manager()
-    yield
-    plugins.reset_plugin_manager()
-    sys.modules.pop("wanda_sq_example", None)
+    install_plugin(source, "wanda_sq_example", "wanda-sq")
 
 
 def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example, tiny_llama, tiny_calibration):

@@ -1,0 +1,121 @@
+"""benchmarks.yaml validation: every bad-input class, all reported at once with their lines."""
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config
+from harness.errors import UsageError
+from harness.grid import content_hash, expand
+
+GOOD = """\
+suite: tiny
+models:
+  - alias: tiny-llama
+methods:
+  - wanda
+  - label: mag
+    method: magnitude
+sparsity: [0.5, "2:4"]
+calibration: {dataset: pydoc, nsamples: 4, lengths: [16, 32], seeds: [0, 1]}
+evaluation:
+  perplexity:
+    - {dataset: pydoc, seqlen: 64, max_windows: 4}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_expands_to_the_full_grid(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    cells = expand(config)
+    assert len(cells) == 1 + 2 * 2 * 2 * 2
+    assert cells[0].method is None
+    assert cells[1].name == "model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x16,seed=0"
+    assert len({c.name for c in cells}) == len(cells)
+
+
+def test_every_problem_is_reported_at_once_with_its_line(tmp_path):
+    bad = """\
+suite: tiny
+modles: []
+models:
+  - alias: tiny-lama
+methods:
+  - wandaa
+  - method: wanda
+    args: {alpha: 1}
+  - method: magnitude
+    label: wanda
+sparsity: [1.5, "4:4", 0.5]
+calibration: {dataset: pydocs, nsamples: 0, lengths: [16, -2]}
+evaluation:
+  perplexity:
+    - {dataset: wikitext2, seqlen: 512, windows: 3}
+device: tpu
+"""
+    with pytest.raises(UsageError) as caught:
+        load_config(write(tmp_path, bad))
+    message = str(caught.value)
+    expected = [
+        "bench.yaml:2: modles: unknown key 'modles'. Did you mean: models?",
+        "bench.yaml:4: models[0].alias: unknown model alias 'tiny-lama'. Did you mean: tiny-llama?",
+        "bench.yaml:6: methods[0].method: Unknown method 'wandaa'. Did you mean: wanda?",
+        "bench.yaml:8: methods[1].args: Unknown argument(s) alpha for method 'wanda'",
+        "bench.yaml:10: methods[2].label: label 'wanda' is used twice",
+        "bench.yaml:11: sparsity[0]: Bad sparsity '1.5'",
+        "bench.yaml:11: sparsity[1]: Bad sparsity '4:4'",
+        "bench.yaml:12: calibration.dataset: Unknown dataset 'pydocs'. Did you mean: pydoc?",
+        "bench.yaml:12: calibration.nsamples: must be a positive integer, not 0.",
+        "bench.yaml:12: calibration.lengths[1]: must be a positive integer, not -2.",
+        "bench.yaml:15: evaluation.perplexity[0].windows: unknown key 'windows'.",
+        "bench.yaml:16: device: unknown device 'tpu'",
+    ]
+    for piece in expected:
+        assert piece in message
+    assert message.startswith("12 problems in the config")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("models: [tiny-llama]\nmethods: [wanda]\nsparsity: [0.5]\n", "missing required key 'calibration'"),
+    ("- just a list\n", "top level must be a mapping"),
+    ("models: [tiny-llama\n", "not valid YAML"),
+    (GOOD.replace("sparsity: [0.5, \"2:4\"]", "sparsity: []"), "sparsity: must not be empty"),
+    (GOOD.replace("  - wanda\n", "  - method: wanda\n    allocation: owl\n"), "N:M but a method uses OWL"),
+    (GOOD.replace("  - alias: tiny-llama", "  - path: /no/such/model"), "path not found"),
+])
+def test_single_problems(tmp_path, text, message):
+    with pytest.raises(UsageError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UsageError, match="Config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_content_hash_tracks_what_changes_numbers_only(tmp_path):
+    base = expand(load_config(write(tmp_path, GOOD)))
+    base_hashes = [content_hash(c, load_config(tmp_path / "bench.yaml")) for c in base]
+    same = GOOD + "batch_size: 2\ndevice: cpu\n"
+    config = load_config(write(tmp_path, same))
+    assert [content_hash(c, config) for c in expand(config)] == base_hashes
+    changed = GOOD.replace("  - wanda\n", "  - method: wanda\n    args: {group: layer}\n")
+    config = load_config(write(tmp_path, changed))
+    hashes = [content_hash(c, config) for c in expand(config)]
+    assert hashes[0] == base_hashes[0]  # the dense cell does not depend on methods
+    assert hashes[1] != base_hashes[1]  # wanda's cells do
+    assert hashes[-1] == base_hashes[-1]  # magnitude's do not
+    more_windows = GOOD.replace("max_windows: 4", "max_windows: 5")
+    config = load_config(write(tmp_path, more_windows))
+    assert all(a != b for a, b in zip([content_hash(c, config) for c in expand(config)], base_hashes))
+
+
+def test_the_shipped_benchmarks_file_is_valid():
+    config = load_config(Path(__file__).resolve().parents[1] / "benchmarks.yaml")
+    from harness import plugins
+
+    assert {m.method for m in config.methods} == set(plugins.collect("register_methods"))
