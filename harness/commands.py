@@ -49,28 +49,42 @@ def run_prune(args, method_args: dict) -> dict:
     )
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
     eval_device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    tasks = None
+    if args.tasks:
+        from harness.config import TaskSpec
+        from harness.zeroshot import evaluate_tasks, load_tasks
+
+        tasks = TaskSpec(tuple(t.strip() for t in args.tasks.split(",") if t.strip()), args.num_fewshot, args.limit,
+                         args.tasks_batch_size, args.tasks_path)
+        load_tasks(tasks, args.data_dir)  # a task without data fails now, before any pruning
 
     def evaluate():
-        if eval_ids is None:
-            return None
-        model.to(eval_device)
-        result = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows, device=eval_device, progress=True)
-        model.to("cpu")
+        result = {}
+        if eval_ids is not None:
+            model.to(eval_device)
+            result["perplexity"] = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows,
+                                              device=eval_device, progress=True)
+            model.to("cpu")
+        if tasks:
+            result["tasks"] = evaluate_tasks(model, tokenizer, tasks, eval_device, args.data_dir)
         return result
 
-    dense = None if args.no_dense_eval else evaluate()
+    dense = {} if args.no_dense_eval else evaluate()
     report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
                    propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
                    owl_lambda=args.owl_lambda, **arguments)
-    pruned = evaluate()
+    after = evaluate()
+    pruned = after.get("perplexity")
 
     record = {
         "model": args.model, "method": method.name, "arguments": arguments, "sparsity": str(target),
         "calibration": {"dataset": args.calib_dataset, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed},
         "evaluation": None if eval_ids is None else {
             "dataset": args.eval_dataset, "window_length": args.eval_seqlen, "windows": pruned.windows,
-            "dense_perplexity": None if dense is None else dense.perplexity, "pruned_perplexity": pruned.perplexity,
+            "dense_perplexity": dense["perplexity"].perplexity if "perplexity" in dense else None,
+            "pruned_perplexity": pruned.perplexity,
         },
+        "tasks": None if tasks is None else {"dense": dense.get("tasks"), "pruned": after["tasks"]},
         "report": report.to_dict(),
     }
     _print_summary(record, report)
@@ -99,6 +113,11 @@ def _print_summary(record: dict, report) -> None:
             ["dense perplexity", _ppl(evaluation["dense_perplexity"])],
             ["pruned perplexity", _ppl(evaluation["pruned_perplexity"])],
         ]
+    for phase, results in (record["tasks"] or {}).items():
+        for task, metrics in (results or {}).items():
+            if task != "mean_acc":
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples")
+                rows.append([f"{phase} {task}", f"{shown} ({metrics.get('samples')} examples)"])
     layer = report.layer_sparsity
     rows += [
         ["measured sparsity", f"{report.overall_sparsity:.4f} (layers {min(layer):.4f} .. {max(layer):.4f})"],

@@ -17,7 +17,7 @@ ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
 EVALUATION_KEYS = {"perplexity", "tasks", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
-TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size"}
+TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class TaskSpec:
     num_fewshot: int = 0
     limit: int | None = None
     batch_size: int = 1
+    path: str | None = None  # extra lm-eval task directory (include_path)
+    text_path: str | None = None  # the text behind prunebench_lastword_text
 
 
 @dataclass
@@ -285,7 +287,12 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         tasks_raw = {"names": tasks_raw}
     _unknown_keys(errors, tasks_raw, TASK_KEYS, ("evaluation", "tasks"))
     tasks = TaskSpec(tuple(str(t) for t in _as_list(tasks_raw.get("names", []))),
-                     int(tasks_raw.get("num_fewshot", 0)), tasks_raw.get("limit"), int(tasks_raw.get("batch_size", 1)))
+                     _non_negative_int(errors, tasks_raw.get("num_fewshot", 0), ("evaluation", "tasks", "num_fewshot")),
+                     _positive_int(errors, tasks_raw.get("limit"), ("evaluation", "tasks", "limit"), True),
+                     _positive_int(errors, tasks_raw.get("batch_size", 1), ("evaluation", "tasks", "batch_size")),
+                     tasks_raw.get("path"), tasks_raw.get("text_path"))
+    if tasks.names:
+        _check_tasks(errors, tasks)
 
     device = str(raw.get("device", "auto"))
     if device != "auto" and not device.startswith(("cpu", "cuda")):
@@ -306,6 +313,25 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
                            perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path)
+
+
+def _non_negative_int(errors, value, where):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        errors.add(where, f"must be a non-negative integer, not {value!r}.")
+        return 0
+    return value
+
+
+def _check_tasks(errors: _Errors, tasks: TaskSpec) -> None:
+    """Task names are checked against lm-eval's index (no data is loaded here)."""
+    from harness.zeroshot import task_manager
+
+    known = set(task_manager(tasks).all_tasks)
+    for i, name in enumerate(tasks.names):
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            errors.add(("evaluation", "tasks", "names", i), f"unknown lm-eval task '{name}'.{hint}")
 
 
 def _check_dataset(errors: _Errors, spec: str, where: tuple) -> None:

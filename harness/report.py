@@ -113,6 +113,57 @@ def perplexity_tables(records: list[dict], fmt: str = "github") -> list[tuple[st
     return tables
 
 
+def task_tables(records: list[dict], fmt: str = "github") -> list[tuple[str, str]]:
+    """Zero-shot accuracy beside perplexity: one table per model, a row per method and setting."""
+    rows_by_model: dict = defaultdict(list)
+    for record in records:
+        if record.get("status") in ("ok", "diverged") and record.get("tasks"):
+            rows_by_model[record["cell"]["model"]].append(record)
+    tables = []
+    for model, model_records in sorted(rows_by_model.items()):
+        ppl_labels = sorted({label for r in model_records for label in r.get("perplexity", {})})
+        task_names = sorted({t for r in model_records for t in r["tasks"] if t != "mean_acc"})
+        metrics = [(t, m) for t in task_names for m in ("acc", "acc_norm")
+                   if any(m in (r["tasks"].get(t) or {}) for r in model_records)]
+        columns = [("ppl", label) for label in ppl_labels] + metrics + [("mean", "acc")]
+
+        def value(record, column):
+            kind, key = column
+            if kind == "ppl":
+                found = (record.get("perplexity") or {}).get(key, {}).get("perplexity")
+                return float("inf") if found is None and key in (record.get("perplexity") or {}) else found
+            if kind == "mean":
+                return record["tasks"].get("mean_acc")
+            return (record["tasks"].get(kind) or {}).get(key)
+
+        def row_label(record):
+            cell = record["cell"]
+            return "dense" if cell["method"] == "dense" else f"{cell['method']} {cell['sparsity']} L={cell['seqlen']}"
+
+        ordered = sorted(model_records, key=lambda r: (r["cell"]["method"] != "dense", row_label(r)))
+        pruned = [r for r in ordered if r["cell"]["method"] != "dense"]
+        best = {}
+        for column in columns:
+            values = [v for v in (value(r, column) for r in pruned) if v is not None and math.isfinite(v)]
+            best[column] = (min if column[0] == "ppl" else max)(values) if values else None
+        headers = ["method"] + [f"{k} ↓" if kind == "ppl" else ("mean acc ↑" if kind == "mean" else f"{kind} {k} ↑")
+                                for kind, k in columns]
+        rows = []
+        for record in ordered:
+            is_pruned = record["cell"]["method"] != "dense"
+            rows.append([row_label(record)] + [
+                _fmt_metric(value(record, c), is_pruned and value(record, c) == best[c], fmt, c[0] != "ppl") for c in columns
+            ])
+        tables.append((f"{model}, zero-shot accuracy (lm-eval, acc) beside perplexity", _render(rows, headers, fmt)))
+    return tables
+
+
+def _fmt_metric(value, best: bool, fmt: str, accuracy: bool) -> str:
+    if accuracy and value is not None:
+        return _fmt(value * 100, best, fmt)  # accuracies in percent, as papers print them
+    return _fmt(value, best, fmt)
+
+
 def timing_table(records: list[dict], fmt: str = "github") -> tuple[str, str] | None:
     """Total pruning seconds per method (rows) and setting (columns), fastest marked."""
     times: dict = defaultdict(lambda: defaultdict(list))
@@ -151,7 +202,7 @@ def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Pat
         raise UsageError(f"No results in {results_dir}; run 'prunebench run' first.")
     out = Path(out) if out else Path(results_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    sections = perplexity_tables(records, fmt)
+    sections = perplexity_tables(records, fmt) + task_tables(records, fmt)
     timing = timing_table(records, fmt)
     if timing:
         sections.append(timing)

@@ -150,7 +150,7 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
     if config.tasks.names:
         from harness.zeroshot import evaluate_tasks
 
-        record["tasks"] = evaluate_tasks(session.model, session.tokenizer, config.tasks, device)
+        record["tasks"] = evaluate_tasks(session.model, session.tokenizer, config.tasks, device, config.data_dir)
     finite = all(math.isfinite(p["perplexity"]) for p in record["perplexity"].values())
     record["status"] = "ok" if finite else "diverged"
     return record

@@ -1,0 +1,1 @@
+"""lm-eval task definitions that ship with prunebench and work offline."""

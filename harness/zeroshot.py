@@ -1,0 +1,71 @@
+"""Zero-shot evaluation through lm-eval on the in-memory model (no save and reload)."""
+from __future__ import annotations
+
+import statistics
+from functools import lru_cache
+from pathlib import Path
+
+from harness.errors import UsageError, did_you_mean
+
+OFFLINE_TASKS = Path(__file__).resolve().parent / "tasks"
+METRICS = ("acc", "acc_norm", "perplexity")
+
+
+def task_manager(spec, data_dir: str | None = None):
+    """lm-eval's task index plus prunebench's offline tasks (indexing takes seconds: cached)."""
+    return _task_manager(spec.path, spec.text_path, data_dir)
+
+
+@lru_cache(maxsize=4)
+def _task_manager(path: str | None, text_path: str | None, data_dir: str | None):
+    from lm_eval.tasks import TaskManager
+
+    include = [str(OFFLINE_TASKS)] + ([str(Path(path).expanduser())] if path else [])
+    # Metadata reaches the offline tasks' dataset builder (where the local text lives).
+    metadata = {"data_dir": data_dir or "", "text_path": text_path or ""}
+    return TaskManager(include_path=include, metadata=metadata)
+
+
+def load_tasks(spec, data_dir: str | None = None):
+    """Load every task's data up front: an unreachable task is named, never silently dropped."""
+    manager = task_manager(spec, data_dir)
+    known = set(manager.all_tasks)
+    loaded = {}
+    for name in spec.names:
+        if name not in known:
+            raise did_you_mean("lm-eval task", name, [t for t in known if not t.startswith("_")])
+        try:
+            loaded.update(manager.load([name])["tasks"])
+        except Exception as error:  # datasets/hub raise many types; all mean "no data here"
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UsageError(
+                f"lm-eval task '{name}' cannot load its data ({first}). Point it at local data: download the "
+                "dataset into the Hugging Face cache (HF_DATASETS_CACHE) on a machine with the hub, or copy the "
+                "task's YAML, set dataset_path: json and dataset_kwargs.data_files to your files, and give its "
+                "directory as the tasks path (--tasks-path DIR or evaluation.tasks.path)."
+            ) from None
+    return manager, loaded
+
+
+def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) -> dict:
+    """Run lm-eval; return {task: {acc, acc_norm?, perplexity?}, "mean_acc": ...}."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    if spec.num_fewshot < 0 or (spec.limit is not None and spec.limit < 1) or spec.batch_size < 1:
+        raise UsageError("Zero-shot settings: num_fewshot >= 0, limit >= 1 and batch_size >= 1.")
+    manager, tasks = load_tasks(spec, data_dir)
+    model.to(device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
+    output = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=spec.num_fewshot, limit=spec.limit,
+                             task_manager=manager, log_samples=False, bootstrap_iters=0,
+                             verbosity="ERROR")
+    model.to("cpu")
+    record = {}
+    for name in spec.names:
+        metrics = output["results"].get(name, {})
+        record[name] = {m: metrics[f"{m},none"] for m in METRICS if f"{m},none" in metrics}
+        record[name]["samples"] = output.get("n-samples", {}).get(name, {}).get("effective")
+    accuracies = [r["acc"] for r in record.values() if "acc" in r]
+    record["mean_acc"] = statistics.fmean(accuracies) if accuracies else None
+    return record

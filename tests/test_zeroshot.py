@@ -1,0 +1,97 @@
+"""Zero-shot evaluation: lm-eval on the in-memory model with the offline last-word task."""
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import TaskSpec, load_config
+from harness.errors import UsageError
+from harness.report import task_tables
+from harness.runner import run_grid
+from harness.store import ResultsStore
+from harness.tasks.lastword import passages_from_paragraphs
+from harness.zeroshot import evaluate_tasks, load_tasks
+
+TASK = "prunebench_lastword_text"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Real prose (CPython's documentation topics) as the task's local text."""
+    from pydoc_data.topics import topics
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(" ".join(text.split()) for text in topics.values()))
+    return path
+
+
+def test_passages_end_in_a_word_seen_in_their_context():
+    words = ["w" + chr(97 + i // 26) + chr(97 + i % 26) for i in range(45)]  # distinct alphabetic words
+    paragraph = " ".join(words[:20]) + " . " + " ".join(words[20:]) + f" {words[3]} . more text"
+    [passage] = passages_from_paragraphs([" = Heading = ", paragraph])
+    # The first sentence end is too early (20 words); the second ends in a word of the context.
+    assert passage["target"] == words[3]
+    assert passage["context"] == " ".join(words[:20]) + " . " + " ".join(words[20:])
+    assert passages_from_paragraphs([" ".join(words) + " ."]) == []  # last word never seen before
+
+
+def test_lm_eval_runs_the_offline_task_on_the_in_memory_model(tiny_llama, corpus):
+    model, tokenizer = tiny_llama
+    spec = TaskSpec((TASK,), 0, 6, 2, None, str(corpus))
+    record = evaluate_tasks(model, tokenizer, spec, "cpu")
+    assert record[TASK]["samples"] == 6
+    assert 0.0 <= record[TASK]["acc"] <= 1.0 and record[TASK]["perplexity"] > 1
+    assert record["mean_acc"] == record[TASK]["acc"]
+
+
+def test_grid_records_and_report_columns(tmp_path, corpus):
+    config_path = tmp_path / "grid.yaml"
+    config_path.write_text(f"""\
+models: [tiny-opt]
+methods: [wanda]
+sparsity: [0.5]
+calibration: {{dataset: pydoc, nsamples: 2, lengths: [16]}}
+evaluation:
+  perplexity: [{{dataset: pydoc, seqlen: 32, max_windows: 2}}]
+  tasks: {{names: [{TASK}], limit: 4, batch_size: 2, text_path: {corpus}}}
+device: cpu
+""")
+    results = tmp_path / "results"
+    summary = run_grid(load_config(config_path), results, progress=False, echo=lambda line: None)
+    assert not summary.failed
+    records = ResultsStore(results).records()
+    assert all(r["tasks"][TASK]["samples"] == 4 for r in records)
+    [(title, table)] = task_tables(records)
+    assert "zero-shot" in title
+    header = table.splitlines()[0]
+    assert f"{TASK} acc ↑" in header and "mean acc ↑" in header and "pydoc-32x2 ↓" in header
+    dense = next(r for r in records if r["cell"]["method"] == "dense")
+    dense_row = next(line for line in table.splitlines() if line.startswith("| dense"))
+    assert f"{dense['tasks'][TASK]['acc'] * 100:.2f}" in dense_row
+
+
+def test_unknown_task_is_named_with_suggestions():
+    with pytest.raises(UsageError, match="Unknown lm-eval task 'prunebench_lastword_wikitxt2'. Did you mean"):
+        load_tasks(TaskSpec(("prunebench_lastword_wikitxt2",)))
+
+
+def test_a_task_whose_data_is_unreachable_is_named_with_the_fix():
+    # Tests run with the hub offline: boolq's data cannot be had, and the error says how to point at local data.
+    with pytest.raises(UsageError, match="lm-eval task 'boolq' cannot load its data.*tasks path"):
+        load_tasks(TaskSpec(("boolq",)))
+
+
+def test_prune_cli_accepts_tasks(tmp_path, corpus, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "report.json"
+    code = main(["prune", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--tasks", TASK,
+                 "--limit", "3", "--tasks-batch-size", "3", "--json", str(report)])
+    assert code == 2 and "needs a text file" in capsys.readouterr().err  # no text given for the text task
+    monkeypatch.setenv("PRUNEBENCH_LASTWORD_TEXT", str(corpus))
+    code = main(["prune", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--tasks", TASK,
+                 "--limit", "3", "--tasks-batch-size", "3", "--json", str(report)])
+    assert code == 0
+    record = json.loads(report.read_text())
+    assert record["tasks"]["pruned"][TASK]["samples"] == 3
+    assert "pruned " + TASK in capsys.readouterr().out
