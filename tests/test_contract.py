@@ -68,3 +68,46 @@ def test_finite_perplexity_after_pruning(method, model_name, calibration):
     eval_ids = tokenize_text(tokenizer, evaluation_text("pydoc"))
     result = perplexity(model, eval_ids, window_length=64, max_windows=4)
     assert math.isfinite(result.perplexity) and result.perplexity > 1
+
+
+OPTIONS = [
+    ("ria", {"group": "row"}), ("ria", {"a": 1.0}), ("ria", {"reallocation": True}),
+    ("ace-cosp", {"sign": "clamp"}), ("ace-cosp", {"sign": "signed"}), ("ace-varp", {"reading": "inverse"}),
+    ("ace", {"sign": "clamp", "reading": "inverse"}), ("sparsegpt", {"blocksize": 16, "percdamp": 0.1}),
+    ("magnitude", {"group": "row"}), ("wanda", {"group": "layer"}),
+    ("wanda", {"allocation": "owl"}), ("sparsegpt", {"allocation": "owl"}), ("ace", {"allocation": "owl", "owl_lambda": 0.04}),
+    ("wanda", {"propagate": "dense"}),
+]
+
+
+def _option_id(option):
+    method, args = option
+    return method + "-" + "-".join(f"{k}={v}" for k, v in args.items())
+
+
+# OWL allocates ratios, so it pairs with unstructured sparsity only (its N:M refusal: test_methods).
+CASES = [(option, sparsity) for option in OPTIONS for sparsity in (0.5, "2:4")
+         if not (sparsity == "2:4" and option[1].get("allocation") == "owl")]
+
+
+@pytest.mark.parametrize("option,sparsity", CASES, ids=[f"{_option_id(o)}-{s}" for o, s in CASES])
+def test_every_option_reaches_its_target_deterministically(option, sparsity, calibration):
+    method, args = option
+    runs = []
+    for _ in range(2):
+        model, _ = load_model("tiny-llama")
+        report = harness.prune(model, method, sparsity, calibration, progress=False, **args)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    tolerance = 0.01 if args.get("allocation") == "owl" else 1e-3
+    assert report.overall_sparsity == pytest.approx(0.5, abs=tolerance)
+    if sparsity == "2:4":
+        for layer in decoder_layers(model):
+            for linear in prunable_linears(layer).values():
+                zeros = linear.weight == 0
+                assert (zeros.sum(dim=1) == linear.weight.shape[1] // 2).all()
+                if not args.get("reallocation"):  # reallocation is N:M in its permuted column order
+                    assert (zeros.view(zeros.shape[0], -1, 4).sum(-1) == 2).all()
+    tokenizer = load_model("tiny-llama")[1]
+    result = perplexity(model, tokenize_text(tokenizer, evaluation_text("pydoc")), window_length=64, max_windows=2)
+    assert math.isfinite(result.perplexity)
