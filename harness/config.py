@@ -140,6 +140,18 @@ def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+def _entries(errors: _Errors, value, where: tuple, shorthand: str, allowed: set, hint: str):
+    """Yield (where, mapping) for each entry of a list whose items are a name or a mapping."""
+    for i, entry in enumerate(_as_list(value)):
+        if isinstance(entry, str):
+            entry = {shorthand: entry}
+        if not isinstance(entry, dict):
+            errors.add(where + (i,), hint)
+            continue
+        _unknown_keys(errors, entry, allowed, where + (i,))
+        yield where + (i,), entry
+
+
 def _positive_int(errors, value, where, allow_none=False):
     if value is None and allow_none:
         return None
@@ -183,14 +195,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
 
     model_aliases = plugins.collect("register_models")
     models = []
-    for i, entry in enumerate(_as_list(raw.get("models", []))):
-        where = ("models", i)
-        if isinstance(entry, str):
-            entry = {"id": entry}
-        if not isinstance(entry, dict):
-            errors.add(where, "each model is a mapping with alias, id or path.")
-            continue
-        _unknown_keys(errors, entry, MODEL_KEYS, where)
+    for where, entry in _entries(errors, raw.get("models", []), ("models",), "id", MODEL_KEYS,
+                                 "each model is a name or a mapping with alias, id or path."):
         key = next((k for k in ("path", "id", "alias") if entry.get(k)), None)
         if key is None:
             errors.add(where, "give id (alias or hub id) or path.")
@@ -206,14 +212,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
 
     methods_registered = plugins.collect("register_methods")
     methods, labels = [], set()
-    for i, entry in enumerate(_as_list(raw.get("methods", []))):
-        where = ("methods", i)
-        if isinstance(entry, str):
-            entry = {"method": entry}
-        if not isinstance(entry, dict) or "method" not in entry:
-            errors.add(where, "each method is a name or a mapping with 'method' (and optional label, args, allocation).")
+    for where, entry in _entries(errors, raw.get("methods", []), ("methods",), "method", METHOD_KEYS,
+                                 "each method is a name or a mapping with method, label, args, allocation."):
+        if "method" not in entry:
+            errors.add(where, "missing key 'method': name the pruning method.")
             continue
-        _unknown_keys(errors, entry, METHOD_KEYS, where)
         name = str(entry["method"])
         label = str(entry.get("label", name))
         if label in labels:
@@ -270,14 +273,9 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         evaluation = {}
     _unknown_keys(errors, evaluation, EVALUATION_KEYS, ("evaluation",))
     perplexity = []
-    for i, entry in enumerate(_as_list(evaluation.get("perplexity", []))):
-        where = ("evaluation", "perplexity", i)
-        if isinstance(entry, str):
-            entry = {"dataset": entry}
-        if not isinstance(entry, dict):
-            errors.add(where, "each perplexity evaluation is a dataset name or a mapping with dataset, seqlen, max_windows.")
-            continue
-        _unknown_keys(errors, entry, PERPLEXITY_KEYS, where)
+    for where, entry in _entries(errors, evaluation.get("perplexity", []), ("evaluation", "perplexity"), "dataset",
+                                 PERPLEXITY_KEYS, "each perplexity evaluation is a dataset name or a mapping "
+                                 "with dataset, seqlen, max_windows."):
         dataset = str(entry.get("dataset", ""))
         _check_dataset(errors, dataset, where + ("dataset",))
         perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),

@@ -30,6 +30,14 @@ def _save(figure, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _label_axes(axes, xlabel: str, label: str, title: str) -> None:
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(f"{label} perplexity (lower is better)")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
@@ -59,11 +67,7 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
         if (model, label) in dense:
             axes.axhline(dense[(model, label)], color="grey", linestyle="--", label="dense")
         axes.set_xscale("log", base=2)
-        axes.set_yscale("log")
-        axes.set_xlabel("calibration length L (tokens)")
-        axes.set_ylabel(f"{label} perplexity (lower is better)")
-        axes.set_title(f"{model}, sparsity {sparsity}")
-        axes.legend(fontsize=8)
+        _label_axes(axes, "calibration length L (tokens)", label, f"{model}, sparsity {sparsity}")
         written += _save(figure, out, f"ppl-vs-length_{_safe(model)}_{_safe(label)}_{_safe(sparsity)}")
         plt.close(figure)
 
@@ -84,11 +88,7 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
             xs = [i for i, s in enumerate(order) if s in values]
             axes.plot(xs, [values[order[i]] for i in xs], marker="o", label=method)
         axes.set_xticks(range(len(order)), order)
-        axes.set_yscale("log")
-        axes.set_xlabel("sparsity")
-        axes.set_ylabel(f"{label} perplexity (lower is better)")
-        axes.set_title(f"{model}, L={longest[(model, label)]}")
-        axes.legend(fontsize=8)
+        _label_axes(axes, "sparsity", label, f"{model}, L={longest[(model, label)]}")
         written += _save(figure, out, f"ppl-vs-sparsity_{_safe(model)}_{_safe(label)}")
         plt.close(figure)
 
@@ -102,11 +102,7 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
         for method, values in sorted(by_method.items()):
             axes.scatter([v[0] for v in values], [v[1] for v in values], label=method)
         axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel("pruning time (s)")
-        axes.set_ylabel(f"{label} perplexity (lower is better)")
-        axes.set_title(model)
-        axes.legend(fontsize=8)
+        _label_axes(axes, "pruning time (s)", label, model)
         written += _save(figure, out, f"time-vs-ppl_{_safe(model)}_{_safe(label)}")
         plt.close(figure)
     return written
