@@ -35,7 +35,12 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0.5,2:4")
     parser.add_argument("--eval-windows", type=int, default=8)
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--table-only", action="store_true", help="rebuild table.md from the records, run nothing")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.table_only:
+        write_table(out / "records.jsonl", out)
+        return
 
     import torch
 
@@ -44,7 +49,6 @@ def main() -> None:
     from harness.evaluate import perplexity
     from harness.models import load_model
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
     done = set()
@@ -74,21 +78,33 @@ def main() -> None:
                     f.write(json.dumps(record) + "\n")
                 print(json.dumps(record), flush=True)
 
+    write_table(records_path, out)
+
+
+def write_table(records_path: Path, out: Path) -> None:
+    """The ablation table, rebuilt from every record (best ACE value per column in bold)."""
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
-    columns = sorted({(r["sparsity"], r["seqlen"]) for r in records}, key=lambda c: (c[0], c[1]))
+    columns = sorted({(r["sparsity"], r["seqlen"]) for r in records}, key=lambda c: (":" in c[0], c[0], c[1]))
+    values = {(r["label"], r["sparsity"], r["seqlen"]): r["perplexity"] for r in records}
+    ace_labels = [label(m, a) for m, a in CONFIGS if m.startswith("ace")]
+    best = {c: min(values[(l, *c)] for l in ace_labels if values.get((l, *c))) for c in columns}
     rows = []
     for method, method_args in CONFIGS:
         name = label(method, method_args)
-        by_column = {(r["sparsity"], r["seqlen"]): r["perplexity"] for r in records if r["label"] == name}
-        rows.append([name] + [f"{by_column[c]:.2f}" if by_column.get(c) else "-" for c in columns])
-    headers = ["method"] + [f"{s} L={l}" for s, l in columns]
-    table = tabulate(rows, headers=headers, tablefmt="github")
+        row = [name]
+        for column in columns:
+            value = values.get((name, *column))
+            text = "diverged" if value is None else (f"{value:.2f}" if value < 1e5 else f"{value:.2e}")
+            row.append(f"**{text}**" if value is not None and value == best[column] else text)
+        rows.append(row)
+    headers = ["method"] + [f"{s} L={l} ↓" for s, l in columns]
+    first = records[0]
     (out / "table.md").write_text(
-        f"WikiText-2 test perplexity (lower is better) of SmolLM2-135M, dense {dense_ppl:.2f}; "
-        f"{args.nsamples} pydoc calibration windows of length L, seed 0; first {args.eval_windows} windows of 512 tokens.\n\n"
-        + table + "\n"
+        f"WikiText-2 test perplexity (lower is better) of SmolLM2-135M pruned at 50% and 2:4, dense "
+        f"{first['dense_perplexity']:.2f}; {first['nsamples']} pydoc calibration windows of length L, seed 0; the "
+        f"first {first['eval_windows']} windows of 512 tokens. Best ACE variant per column in bold.\n\n"
+        + tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
     )
-    print(table)
 
 
 if __name__ == "__main__":
