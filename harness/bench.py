@@ -49,10 +49,11 @@ def run_bench(args) -> dict:
     growth = max(0, report.peak_memory_bytes - report.memory_before_bytes)
     # One plain forward through the decoder layers (same FLOPs on the pruned weights), best of two.
     forward_seconds = min(forward_through_layers(model, calibration, device=device) for _ in range(2))
-    # Evaluation throughput, interleaved (ours, bare, ours, bare) after a warm-up, best of two.
+    # Evaluation throughput, interleaved (ours, bare, ours, bare, ...) after a warm-up, best of three:
+    # the two loops do the same work, so the best of each is the least noisy comparison.
     perplexity(model, eval_ids, args.eval_seqlen, 1, device=device)
     ours, bare = [], []
-    for _ in range(2):
+    for _ in range(3):
         ours.append(perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows, device=device).tokens_per_second)
         bare.append(bare_forward_tokens_per_second(model, windows, device))
     figures = {

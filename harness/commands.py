@@ -1,7 +1,6 @@
 """What `prunebench prune` and `prunebench list` do, on top of the library API."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -89,7 +88,9 @@ def run_prune(args, method_args: dict) -> dict:
     }
     _print_summary(record, report)
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2, allow_nan=False, default=str))
+        from harness.store import write_json_atomically
+
+        write_json_atomically(Path(args.json), record)  # non-finite numbers become null
     if args.save:
         save_pruned(model, tokenizer, args.save)
         print(f"saved the pruned model to {args.save}")
