@@ -1,7 +1,8 @@
 """ACE (Mi et al. 2025): CosP, VarP and their product, as defined in REFERENCE.md section 3.
 
 CosP: S = |W_ij| * ||X_j|| * f(L_ij), L_ij = W_ij * C_ij, C = mean_t a_t x_t^T / (||a_t||^2 + eps);
-f is |.| ("abs"), max(., 0) ("clamp") or the identity ("signed").
+f is |.| ("abs"), max(., 0) ("clamp") or the identity ("signed"); "abs-token" takes |.| of each
+token's term before averaging, C = mean_t |a_t| |x_t|^T / (||a_t||^2 + eps), so signs cannot cancel.
 VarP, two readings of the paper's summary:
 - "inverse": S = |W_ij| * E_s[1 / (1 - v_sj + eps)], v_sj = mean_t xhat_tj^2 over the tokens of
   calibration sequence s, with xhat_t = x_t / ||x_t|| (tokens normalised to unit length, so v < 1).
@@ -16,19 +17,22 @@ import torch
 
 from harness import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
 
-SIGNS = ("abs", "clamp", "signed")
+SIGNS = ("abs", "clamp", "signed", "abs-token")
 READINGS = ("inverse", "variance")
 
 
 class _CosineLoss(Accumulator):
-    def __init__(self, linear, device, eps):
+    def __init__(self, linear, device, eps, per_token_abs=False):
         self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float32, device=device)
         self.tokens = 0
         self.eps = eps
+        self.per_token_abs = per_token_abs
 
     def add(self, inputs, outputs, nsequences):
-        # One matrix product per batch: sum_t (a_t / (||a_t||^2 + eps)) x_t^T.
+        # One matrix product per batch: sum_t (a_t / (||a_t||^2 + eps)) x_t^T (of |a_t|, |x_t| if per token).
         weights = outputs / (outputs.square().sum(dim=1, keepdim=True) + self.eps)
+        if self.per_token_abs:
+            weights, inputs = weights.abs(), inputs.abs()
         self.total.addmm_(weights.t(), inputs)
         self.tokens += inputs.shape[0]
 
@@ -43,6 +47,15 @@ class CosineLossStatistic(Statistic):
 
     def accumulator(self, linear, device, arguments):
         return _CosineLoss(linear, device, float(arguments.get("eps", 1e-6)))
+
+
+class AbsoluteCosineLossStatistic(Statistic):
+    name = "ace_cos_abs"
+    description = "C = mean_t |a_t| |x_t|^T / (||a_t||^2 + eps): the cosine loss with |.| per token (ACE CosP, sign 'abs-token')"
+    needs_output = True
+
+    def accumulator(self, linear, device, arguments):
+        return _CosineLoss(linear, device, float(arguments.get("eps", 1e-6)), per_token_abs=True)
 
 
 class _PerSequence(Accumulator):
@@ -84,9 +97,14 @@ class TokenVarianceStatistic(Statistic):
         return _PerSequence(linear.in_features, device, lambda x: x.var(dim=1, unbiased=False))
 
 
+def _cosine_statistic(sign):
+    return "ace_cos_abs" if sign == "abs-token" else "ace_cos"
+
+
 def cosp_score(weight, input_sq_norm, cosine, sign):
+    """`cosine` is the statistic named by _cosine_statistic(sign)."""
     loss = weight * cosine
-    if sign == "abs":
+    if sign in ("abs", "abs-token"):
         loss = loss.abs()
     elif sign == "clamp":
         loss = loss.clamp_min(0)
@@ -126,10 +144,10 @@ class CosP(_AceMethod):
     arguments = {"group": "row", "sign": "abs", "eps": 1e-6}
 
     def required_statistics(self, arguments):
-        return ("input_sq_norm", "ace_cos")
+        return ("input_sq_norm", _cosine_statistic(arguments["sign"]))
 
     def score(self, weight, stats, group="row", sign="abs", eps=1e-6):
-        return cosp_score(weight, stats["input_sq_norm"], stats["ace_cos"], sign)
+        return cosp_score(weight, stats["input_sq_norm"], stats[_cosine_statistic(sign)], sign)
 
 
 class VarP(_AceMethod):
@@ -150,15 +168,18 @@ class Ace(_AceMethod):
     arguments = {"group": "row", "sign": "abs", "reading": "variance", "eps": 1e-6}
 
     def required_statistics(self, arguments):
-        return tuple(dict.fromkeys(("input_sq_norm", "ace_cos") + self._varp_statistics(arguments["reading"])))
+        return tuple(dict.fromkeys(("input_sq_norm", _cosine_statistic(arguments["sign"]))
+                                   + self._varp_statistics(arguments["reading"])))
 
     def score(self, weight, stats, group="row", sign="abs", reading="variance", eps=1e-6):
-        return cosp_score(weight, stats["input_sq_norm"], stats["ace_cos"], sign) * varp_score(weight, stats, reading)
+        cosine = stats[_cosine_statistic(sign)]
+        return cosp_score(weight, stats["input_sq_norm"], cosine, sign) * varp_score(weight, stats, reading)
 
 
 @hookimpl
 def register_statistics(register):
     register(CosineLossStatistic())
+    register(AbsoluteCosineLossStatistic())
     register(InverseNormStatistic())
     register(TokenVarianceStatistic())
 

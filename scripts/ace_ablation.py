@@ -17,6 +17,7 @@ from tabulate import tabulate
 CONFIGS = [
     ("wanda", {}),
     ("ace-cosp", {"sign": "abs"}), ("ace-cosp", {"sign": "clamp"}), ("ace-cosp", {"sign": "signed"}),
+    ("ace-cosp", {"sign": "abs-token"}),
     ("ace-varp", {"reading": "inverse"}), ("ace-varp", {"reading": "variance"}),
     ("ace", {"sign": "abs", "reading": "inverse"}), ("ace", {"sign": "abs", "reading": "variance"}),
     ("ace", {"sign": "clamp", "reading": "inverse"}), ("ace", {"sign": "clamp", "reading": "variance"}),

@@ -200,8 +200,9 @@ def test_ace_is_the_product_of_cosp_and_varp(ace_inputs):
 
 
 def test_ace_statistics_follow_the_reading():
-    assert Ace().required_statistics({"reading": "inverse"}) == ("input_sq_norm", "ace_cos", "ace_inverse_norm")
-    assert VarP().required_statistics({"reading": "variance"}) == ("input_sq_norm", "ace_token_variance")
+    assert Ace().required_statistics(Ace().resolve_arguments({"reading": "inverse"})) == (
+        "input_sq_norm", "ace_cos", "ace_inverse_norm")
+    assert VarP().required_statistics(VarP().resolve_arguments({})) == ("input_sq_norm", "ace_token_variance")
 
 
 @pytest.mark.parametrize("args,message", [({"sign": "both"}, "abs, clamp, signed"), ({"reading": "x"}, "inverse, variance"),
@@ -235,3 +236,21 @@ def test_owl_allocation_on_a_model_keeps_the_mean(tiny_llama, tiny_calibration):
 def test_owl_refuses_n_m(tiny_llama, tiny_calibration):
     with pytest.raises(UsageError, match="not N:M"):
         harness.prune(tiny_llama[0], "wanda", "2:4", tiny_calibration, allocation="owl")
+
+
+def test_per_token_absolute_cosine_loss_by_a_loop(ace_inputs):
+    from plugins.ace import AbsoluteCosineLossStatistic
+
+    X, W = ace_inputs
+    tokens = X.reshape(-1, 4).double()
+    expected = torch.zeros(3, 4, dtype=torch.float64)
+    for x in tokens:
+        a = W.double() @ x
+        expected += torch.outer(a.abs(), x.abs()) / (a @ a + 1e-6)
+    expected /= tokens.shape[0]
+    C = _accumulate(AbsoluteCosineLossStatistic(), X, W)
+    assert torch.allclose(C.double(), expected, atol=1e-6)
+    r = torch.rand(4)
+    score = CosP().score(W, {"input_sq_norm": r, "ace_cos_abs": C}, sign="abs-token")
+    assert torch.allclose(score, W.abs() * r.sqrt() * (W * C).abs())
+    assert CosP().required_statistics({"sign": "abs-token"}) == ("input_sq_norm", "ace_cos_abs")
