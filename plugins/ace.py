@@ -141,12 +141,14 @@ class _AceMethod(PruningMethod):
 class CosP(_AceMethod):
     name = "ace-cosp"
     description = "ACE CosP: |W| * ||X_j|| * f(W * C), C the token-aggregated cosine loss; per row"
-    arguments = {"group": "row", "sign": "abs", "eps": 1e-6}
+    # Default chosen by results/ace-ablation: the per-token absolute loss is the only reading that
+    # reaches Wanda; the signed aggregate cancels over tokens.
+    arguments = {"group": "row", "sign": "abs-token", "eps": 1e-6}
 
     def required_statistics(self, arguments):
         return ("input_sq_norm", _cosine_statistic(arguments["sign"]))
 
-    def score(self, weight, stats, group="row", sign="abs", eps=1e-6):
+    def score(self, weight, stats, group="row", sign="abs-token", eps=1e-6):
         return cosp_score(weight, stats["input_sq_norm"], stats[_cosine_statistic(sign)], sign)
 
 
