@@ -165,7 +165,7 @@ def run_run(args) -> int:
     import sys
 
     from harness.config import load_config
-    from harness.runner import parse_filters, run_grid, select_cells
+    from harness.runner import parse_filters, run_grid
 
     config = load_config(args.file)
     filters = parse_filters(args.only)

@@ -1,6 +1,5 @@
 """Zero-shot evaluation: lm-eval on the in-memory model with the offline last-word task."""
 import json
-from pathlib import Path
 
 import pytest
 
