@@ -1,7 +1,7 @@
 """Magnitude pruning: score |W|, one threshold for the whole matrix (REFERENCE.md section 3)."""
 from __future__ import annotations
 
-from harness import PruningMethod, hookimpl
+from prunebench import PruningMethod, hookimpl
 
 
 class Magnitude(PruningMethod):

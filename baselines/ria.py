@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import PruningMethod, hookimpl
+from prunebench import PruningMethod, hookimpl
 
 
 def relative_importance(weight: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from harness import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
-from harness.sparsity import SparsityTarget
+from prunebench import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+from prunebench.sparsity import SparsityTarget
 
 
 class _RunningHessian(Accumulator):

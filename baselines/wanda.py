@@ -1,7 +1,7 @@
 """Wanda (Sun et al. 2023): score |W_ij| * ||X_j||, compared within each output row."""
 from __future__ import annotations
 
-from harness import PruningMethod, hookimpl
+from prunebench import PruningMethod, hookimpl
 
 
 class Wanda(PruningMethod):

@@ -1,10 +1,10 @@
 """prunebench: a plugin-based harness for post-training pruning of large language models."""
 from __future__ import annotations
 
-from harness.errors import UsageError
-from harness.hookspecs import hookimpl
-from harness.method import Accumulator, LinearContext, PruningMethod, Statistic
-from harness.sparsity import SparsityTarget, parse_sparsity
+from prunebench.errors import UsageError
+from prunebench.hookspecs import hookimpl
+from prunebench.method import Accumulator, LinearContext, PruningMethod, Statistic
+from prunebench.sparsity import SparsityTarget, parse_sparsity
 
 __version__ = "0.1.0"
 
@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 def prune(model, method, sparsity, calibration, **method_args):
     """Prune `model` in place with `method` at `sparsity` on `calibration` token ids (nsamples, L).
 
-    Returns a `harness.engine.PruneReport`. Engine options (batch_size, device, propagate,
+    Returns a `prunebench.engine.PruneReport`. Engine options (batch_size, device, propagate,
     progress, allocation, owl_m, owl_lambda) pass through; other keyword arguments are the method's arguments.
     """
-    from harness.engine import prune as _prune
+    from prunebench.engine import prune as _prune
 
     return _prune(model, method, sparsity, calibration, **method_args)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.engine import dense_layer_statistics
-from harness.errors import UsageError
-from harness.sparsity import SparsityTarget
+from prunebench.engine import dense_layer_statistics
+from prunebench.errors import UsageError
+from prunebench.sparsity import SparsityTarget
 
 ALLOCATIONS = ("uniform", "owl")
 

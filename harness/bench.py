@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from harness.errors import UsageError
+from prunebench.errors import UsageError
 
 
 @torch.no_grad()
@@ -26,11 +26,11 @@ def model_bytes(model) -> int:
 
 
 def run_bench(args) -> dict:
-    from harness.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from harness.engine import default_device, forward_through_layers, prune
-    from harness.evaluate import evaluation_windows, perplexity
-    from harness.models import load_model
-    from harness.sparsity import parse_sparsity
+    from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+    from prunebench.engine import default_device, forward_through_layers, prune
+    from prunebench.evaluate import evaluation_windows, perplexity
+    from prunebench.models import load_model
+    from prunebench.sparsity import parse_sparsity
 
     target = parse_sparsity(args.sparsity)
     device = torch.device(args.device) if args.device else default_device()

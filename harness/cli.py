@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.errors import UsageError
+from prunebench.errors import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,19 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "prune":
-            from harness.commands import run_prune
+            from prunebench.commands import run_prune
 
             run_prune(args, _method_args(args.arg))
         elif args.command == "list":
-            from harness.commands import run_list
+            from prunebench.commands import run_list
 
             run_list()
         elif args.command == "bench":
-            from harness.bench import run_bench
+            from prunebench.bench import run_bench
 
             run_bench(args)
         elif args.command in ("run", "validate", "status", "report"):
-            from harness import commands
+            from prunebench import commands
 
             return getattr(commands, f"run_{args.command}")(args)
         return 0

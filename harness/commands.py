@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import plugins
-from harness.errors import UsageError
-from harness.sparsity import parse_sparsity
+from prunebench import registry
+from prunebench.errors import UsageError
+from prunebench.sparsity import parse_sparsity
 
 
 def _mib(n: int) -> str:
@@ -23,12 +23,12 @@ def run_prune(args, method_args: dict) -> dict:
     """Validate everything cheap first, then load, calibrate, evaluate, prune, evaluate, save."""
     import torch
 
-    from harness.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
-    from harness.engine import check_n_m_fits, prune
-    from harness.evaluate import perplexity
-    from harness.models import load_model, parse_dtype, save_pruned
+    from prunebench.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
+    from prunebench.engine import check_n_m_fits, prune
+    from prunebench.evaluate import perplexity
+    from prunebench.models import load_model, parse_dtype, save_pruned
 
-    method = plugins.get_method(args.method)
+    method = registry.get_method(args.method)
     arguments = method.resolve_arguments(method_args)
     target = parse_sparsity(args.sparsity)
     resolve_dataset(args.calib_dataset)
@@ -50,8 +50,8 @@ def run_prune(args, method_args: dict) -> dict:
     eval_device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     tasks = None
     if args.tasks:
-        from harness.config import TaskSpec
-        from harness.zeroshot import evaluate_tasks, load_tasks
+        from prunebench.config import TaskSpec
+        from prunebench.zeroshot import evaluate_tasks, load_tasks
 
         tasks = TaskSpec(tuple(t.strip() for t in args.tasks.split(",") if t.strip()), args.num_fewshot, args.limit,
                          args.tasks_batch_size, args.tasks_path)
@@ -88,7 +88,7 @@ def run_prune(args, method_args: dict) -> dict:
     }
     _print_summary(record, report)
     if args.json:
-        from harness.store import write_json_atomically
+        from prunebench.store import write_json_atomically
 
         write_json_atomically(Path(args.json), record)  # non-finite numbers become null
     if args.save:
@@ -143,7 +143,7 @@ def run_list() -> None:
         ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),
     ]
     for title, hook, describe, headers in sections:
-        rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in plugins.collect(hook).items()]
+        rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in registry.collect(hook).items()]
         print(f"{title}:\n{tabulate(rows, headers=headers, tablefmt='simple')}\n")
     print("Models may also be a local directory, a .gguf file or a Hugging Face hub id.")
 
@@ -153,8 +153,8 @@ def _results_dir(config, given: str | None) -> Path:
 
 
 def run_validate(args) -> int:
-    from harness.config import load_config
-    from harness.grid import expand
+    from prunebench.config import load_config
+    from prunebench.grid import expand
 
     config = load_config(args.file)
     print(f"{args.file}: valid; suite '{config.suite}', {len(expand(config))} cells")
@@ -164,8 +164,8 @@ def run_validate(args) -> int:
 def run_run(args) -> int:
     import sys
 
-    from harness.config import load_config
-    from harness.runner import parse_filters, run_grid
+    from prunebench.config import load_config
+    from prunebench.runner import parse_filters, run_grid
 
     config = load_config(args.file)
     filters = parse_filters(args.only)
@@ -183,7 +183,7 @@ def run_run(args) -> int:
 
 
 def run_status(args) -> int:
-    from harness.config import load_config
+    from prunebench.config import load_config
 
     config = load_config(args.file)
     return _print_status(config, _results_dir(config, args.results_dir), {})
@@ -192,8 +192,8 @@ def run_status(args) -> int:
 def _print_status(config, results_dir: Path, filters: dict) -> int:
     from collections import Counter
 
-    from harness.runner import cell_status, select_cells
-    from harness.store import ResultsStore
+    from prunebench.runner import cell_status, select_cells
+    from prunebench.store import ResultsStore
 
     store = ResultsStore(results_dir)
     rows = [[cell_status(store, cell, config), cell.name] for cell in select_cells(config, filters)]
@@ -204,11 +204,11 @@ def _print_status(config, results_dir: Path, filters: dict) -> int:
 
 
 def run_report(args) -> int:
-    from harness.report import write_report
+    from prunebench.report import write_report
 
     results_dir = args.results_dir
     if results_dir is None:
-        from harness.config import load_config
+        from prunebench.config import load_config
 
         if not Path("benchmarks.yaml").exists():
             raise UsageError("Give the results directory: prunebench report DIR.")

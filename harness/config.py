@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import UsageError
+from prunebench.errors import UsageError
 
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
 MODEL_KEYS = {"alias", "id", "path"}
@@ -178,9 +178,9 @@ def load_config(path: "str | Path") -> BenchmarkConfig:
 
 
 def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None) -> BenchmarkConfig:
-    from harness import plugins
-    from harness.errors import did_you_mean
-    from harness.sparsity import parse_sparsity
+    from prunebench import registry
+    from prunebench.errors import did_you_mean
+    from prunebench.sparsity import parse_sparsity
 
     errors = _Errors(name, lines or {})
     if not isinstance(raw, dict):
@@ -193,7 +193,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
 
     suite = str(raw.get("suite", path.stem if path else "benchmarks"))
 
-    model_aliases = plugins.collect("register_models")
+    model_aliases = registry.collect("register_models")
     models = []
     for where, entry in _entries(errors, raw.get("models", []), ("models",), "id", MODEL_KEYS,
                                  "each model is a name or a mapping with alias, id or path."):
@@ -210,7 +210,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                 errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
         models.append(ModelSpec(label=str(entry.get("alias") or source), source=source))
 
-    methods_registered = plugins.collect("register_methods")
+    methods_registered = registry.collect("register_methods")
     methods, labels = [], set()
     for where, entry in _entries(errors, raw.get("methods", []), ("methods",), "method", METHOD_KEYS,
                                  "each method is a name or a mapping with method, label, args, allocation."):
@@ -322,7 +322,7 @@ def _non_negative_int(errors, value, where):
 
 def _check_tasks(errors: _Errors, tasks: TaskSpec) -> None:
     """Task names are checked against lm-eval's index (no data is loaded here)."""
-    from harness.zeroshot import task_manager
+    from prunebench.zeroshot import task_manager
 
     known = set(task_manager(tasks).all_tasks)
     for i, name in enumerate(tasks.names):
@@ -333,7 +333,7 @@ def _check_tasks(errors: _Errors, tasks: TaskSpec) -> None:
 
 
 def _check_dataset(errors: _Errors, spec: str, where: tuple) -> None:
-    from harness.data import resolve_dataset
+    from prunebench.data import resolve_dataset
 
     try:
         resolve_dataset(spec)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import UsageError, did_you_mean
-from harness.hookspecs import hookimpl
+from prunebench.errors import UsageError, did_you_mean
+from prunebench.hookspecs import hookimpl
 
 DATA_DIR_ENV = "PRUNEBENCH_DATA_DIR"
 
@@ -201,7 +201,7 @@ def register_datasets(register):
 
 def resolve_dataset(spec: str) -> tuple[TextDataset, str | None]:
     """A dataset spec ("wikitext2", "text:PATH") as (dataset, path)."""
-    from harness.plugins import collect
+    from prunebench.registry import collect
 
     registered = collect("register_datasets")
     name, _, path = spec.partition(":")

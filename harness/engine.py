@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from harness import plugins
-from harness.errors import UsageError
-from harness.memory import measure_peak_memory
-from harness.method import LinearContext, PruningMethod
-from harness.sparsity import SparsityTarget, parse_sparsity
+from prunebench import registry
+from prunebench.errors import UsageError
+from prunebench.memory import measure_peak_memory
+from prunebench.method import LinearContext, PruningMethod
+from prunebench.sparsity import SparsityTarget, parse_sparsity
 
 PROPAGATIONS = ("pruned", "dense")
 
@@ -238,7 +238,7 @@ class _Stopwatch:
 
 
 def resolve_method(method: "str | PruningMethod") -> PruningMethod:
-    return plugins.get_method(method) if isinstance(method, str) else method
+    return registry.get_method(method) if isinstance(method, str) else method
 
 
 def check_n_m_fits(model: nn.Module, target: SparsityTarget) -> None:
@@ -285,7 +285,7 @@ def prune(
     if calibration.dim() != 2 or calibration.dtype != torch.long:
         raise UsageError("calibration must be a LongTensor of token ids shaped (nsamples, L).")
     check_n_m_fits(model, target)
-    registered_statistics = plugins.collect("register_statistics")
+    registered_statistics = registry.collect("register_statistics")
     needed = method.required_statistics(arguments)
     missing = [s for s in needed if s not in registered_statistics]
     if missing:
@@ -308,7 +308,7 @@ def prune(
     with measure_peak_memory(device) as memory:
         layer_targets = [target] * len(decoder_layers(model))
         if allocation == "owl":
-            from harness.allocation import owl_layer_targets
+            from prunebench.allocation import owl_layer_targets
 
             with watch.time("calibration_forward"):
                 layer_targets = owl_layer_targets(model, calibration, target, m=owl_m, lam=owl_lambda,
@@ -337,7 +337,7 @@ def prune(
             zeros = numel = 0
             for name, linear in linears.items():
                 weight = linear.weight.data
-                context = LinearContext(layer_target, plugins.make_mask, index, name, report.notes)
+                context = LinearContext(layer_target, registry.make_mask, index, name, report.notes)
                 with watch.time("score_mask"):
                     mask = method.select(weight, stats[name], context, **arguments)
                 with watch.time("weight_update"):
@@ -376,7 +376,7 @@ def zero_fraction(linears) -> float:
 def dense_layer_statistics(model: nn.Module, calibration: torch.Tensor, statistic_names: tuple[str, ...], *,
                            batch_size: int = 8, device: "str | torch.device | None" = None, progress: bool = False):
     """Yield (linears, statistics) per decoder layer of the unpruned model, dense propagation."""
-    registered = plugins.collect("register_statistics")
+    registered = registry.collect("register_statistics")
     statistics = [registered[name].item for name in statistic_names]
     device = torch.device(device) if device is not None else default_device()
     inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)

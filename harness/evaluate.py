@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from harness.engine import decoder_layers, default_device, prunable_linears, zero_fraction
-from harness.errors import UsageError
+from prunebench.engine import decoder_layers, default_device, prunable_linears, zero_fraction
+from prunebench.errors import UsageError
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 import types
 from dataclasses import asdict, dataclass
 
-from harness.config import BenchmarkConfig, MethodSpec, ModelSpec
+from prunebench.config import BenchmarkConfig, MethodSpec, ModelSpec
 
 DENSE = "dense"
 
@@ -77,14 +77,14 @@ def plugin_version(method_name: str | None) -> str:
     """Version of the distribution that provides a method (prunebench itself for built-ins)."""
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
-    from harness import __version__, plugins
+    from prunebench import __version__, registry
 
     if method_name is None:
         return __version__
-    plugin = plugins.collect("register_methods")[method_name].plugin
-    module = plugins.plugin_manager().get_plugin(plugin)
+    plugin = registry.collect("register_methods")[method_name].plugin
+    module = registry.plugin_manager().get_plugin(plugin)
     top = (module.__name__ if isinstance(module, types.ModuleType) else type(module).__module__).split(".")[0]
-    if top in ("harness", "baselines", "plugins"):
+    if top == "prunebench":
         return __version__
     try:
         return version(packages_distributions().get(top, [top])[0])
@@ -94,7 +94,7 @@ def plugin_version(method_name: str | None) -> str:
 
 def content_hash(cell: Cell, config: BenchmarkConfig) -> str:
     """Hash of what changes the numbers: the cell's config, method arguments, package and plugin versions."""
-    from harness import __version__
+    from prunebench import __version__
 
     payload = {"cell": cell.describe(config), "prunebench": __version__,
                "plugin": plugin_version(cell.method.method if cell.method else None)}

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import UsageError
-from harness.hookspecs import hookimpl
-from harness.sparsity import SparsityTarget
+from prunebench.errors import UsageError
+from prunebench.hookspecs import hookimpl
+from prunebench.sparsity import SparsityTarget
 
 GROUPS = ("row", "layer")
 

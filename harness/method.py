@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.errors import UsageError
-from harness.sparsity import SparsityTarget
+from prunebench.errors import UsageError
+from prunebench.sparsity import SparsityTarget
 
 MaskFunction = Callable[[torch.Tensor, SparsityTarget, str], torch.Tensor]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import UsageError, did_you_mean
-from harness.hookspecs import hookimpl
+from prunebench.errors import UsageError, did_you_mean
+from prunebench.hookspecs import hookimpl
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -146,7 +146,7 @@ def register_models(register):
 
 def load_model(spec: str, dtype: "torch.dtype | str" = torch.float32):
     """Load (model, tokenizer) from an alias, a .gguf file, a local directory or a hub id."""
-    from harness.plugins import collect
+    from prunebench.registry import collect
 
     if isinstance(dtype, str):
         dtype = parse_dtype(dtype)

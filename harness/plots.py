@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from harness.sparsity import parse_sparsity
+from prunebench.sparsity import parse_sparsity
 
 
 def _points(records: list[dict]):

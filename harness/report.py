@@ -10,9 +10,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.errors import UsageError
-from harness.sparsity import parse_sparsity
-from harness.store import ResultsStore
+from prunebench.errors import UsageError
+from prunebench.sparsity import parse_sparsity
+from prunebench.store import ResultsStore
 
 FORMATS = ("github", "latex", "csv")
 
@@ -214,7 +214,7 @@ def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Pat
     else:
         text = "\n\n".join(f"{title}\n\n{table}" for title, table in sections) + "\n"
         (out / f"tables.{suffix}").write_text(text)
-    from harness.plots import write_plots
+    from prunebench.plots import write_plots
 
     write_plots(records, out)
     return text

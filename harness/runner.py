@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from harness.config import BenchmarkConfig
-from harness.errors import UsageError
-from harness.grid import Cell, content_hash, expand
-from harness.store import ResultsStore
+from prunebench.config import BenchmarkConfig
+from prunebench.errors import UsageError
+from prunebench.grid import Cell, content_hash, expand
+from prunebench.store import ResultsStore
 
 FILTER_KEYS = ("model", "method", "sparsity", "seqlen", "seed", "calibration", "nsamples")
 
@@ -67,7 +67,7 @@ def cell_status(store: ResultsStore, cell: Cell, config: BenchmarkConfig) -> str
 def environment(device: torch.device) -> dict:
     import transformers
 
-    from harness import __version__
+    from prunebench import __version__
 
     try:
         revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -83,8 +83,8 @@ class _ModelSession:
     """One loaded model with its dense weights kept in memory, and token caches."""
 
     def __init__(self, cell: Cell, config: BenchmarkConfig):
-        from harness.engine import decoder_layers, prunable_linears
-        from harness.models import load_model
+        from prunebench.engine import decoder_layers, prunable_linears
+        from prunebench.models import load_model
 
         self.source = cell.model.source
         self.model, self.tokenizer = load_model(cell.model.source, config.dtype)
@@ -100,7 +100,7 @@ class _ModelSession:
                 weight.copy_(dense)
 
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
-        from harness.data import calibration_documents, sample_calibration
+        from prunebench.data import calibration_documents, sample_calibration
 
         key = (cell.calibration_dataset, cell.nsamples, cell.seqlen, cell.seed)
         if key not in self.calibration:
@@ -109,7 +109,7 @@ class _ModelSession:
         return self.calibration[key]
 
     def evaluation_tokens(self, dataset: str, config: BenchmarkConfig) -> torch.Tensor:
-        from harness.data import evaluation_text, tokenize_text
+        from prunebench.data import evaluation_text, tokenize_text
 
         if dataset not in self.evaluation:
             self.evaluation[dataset] = tokenize_text(self.tokenizer, evaluation_text(dataset, config.data_dir))
@@ -117,7 +117,7 @@ class _ModelSession:
 
 
 def _evaluate(session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
-    from harness.evaluate import perplexity
+    from prunebench.evaluate import perplexity
 
     results = {}
     session.model.to(device)
@@ -132,8 +132,8 @@ def _evaluate(session: _ModelSession, config: BenchmarkConfig, device: torch.dev
 
 
 def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
-    from harness.engine import prune
-    from harness.evaluate import measured_sparsity
+    from prunebench.engine import prune
+    from prunebench.evaluate import measured_sparsity
 
     record: dict = {}
     session.restore_dense()
@@ -148,7 +148,7 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
     record["measured_sparsity"] = measured_sparsity(session.model)
     record["perplexity"] = _evaluate(session, config, device, progress)
     if config.tasks.names:
-        from harness.zeroshot import evaluate_tasks
+        from prunebench.zeroshot import evaluate_tasks
 
         record["tasks"] = evaluate_tasks(session.model, session.tokenizer, config.tasks, device, config.data_dir)
     finite = all(math.isfinite(p["perplexity"]) for p in record["perplexity"].values())
@@ -159,7 +159,7 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
              fail_fast: bool = False, progress: bool = True, echo=tqdm.write) -> RunSummary:
     """Run every selected cell not already finished with the same content hash."""
-    from harness.engine import default_device
+    from prunebench.engine import default_device
 
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})

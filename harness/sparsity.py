@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import UsageError
+from prunebench.errors import UsageError
 
 
 @dataclass(frozen=True)

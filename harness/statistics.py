@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.hookspecs import hookimpl
-from harness.method import Accumulator, Statistic
+from prunebench.hookspecs import hookimpl
+from prunebench.method import Accumulator, Statistic
 
 
 class _RunningSquaredNorm(Accumulator):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
+from prunebench.errors import UsageError
 
 SCHEMA = 1
 RECORD = "record.json"

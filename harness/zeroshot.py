@@ -5,7 +5,7 @@ import statistics
 from functools import lru_cache
 from pathlib import Path
 
-from harness.errors import UsageError, did_you_mean
+from prunebench.errors import UsageError, did_you_mean
 
 OFFLINE_TASKS = Path(__file__).resolve().parent / "tasks"
 METRICS = ("acc", "acc_norm", "perplexity")

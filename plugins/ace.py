@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+from prunebench import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
 
 SIGNS = ("abs", "clamp", "signed", "abs-token")
 READINGS = ("inverse", "variance")

@@ -45,10 +45,10 @@ def main() -> None:
 
     import torch
 
-    import harness
-    from harness.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from harness.evaluate import perplexity
-    from harness.models import load_model
+    import prunebench
+    from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+    from prunebench.evaluate import perplexity
+    from prunebench.models import load_model
 
     out.mkdir(parents=True, exist_ok=True)
     records_path = out / "records.jsonl"
@@ -69,7 +69,7 @@ def main() -> None:
                 if key in done:
                     continue
                 model.load_state_dict(dense)
-                report = harness.prune(model, method, sparsity, calibration, progress=False, **method_args)
+                report = prunebench.prune(model, method, sparsity, calibration, progress=False, **method_args)
                 ppl = perplexity(model, eval_ids, 512, args.eval_windows).perplexity
                 record = {"label": key[0], "method": method, "arguments": report.arguments, "sparsity": sparsity,
                           "seqlen": seqlen, "nsamples": args.nsamples, "perplexity": ppl if math.isfinite(ppl) else None,

@@ -12,9 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from harness import plugins
-from harness.data import calibration_documents, sample_calibration
-from harness.models import load_model
+from prunebench import registry
+from prunebench.data import calibration_documents, sample_calibration
+from prunebench.models import load_model
 
 
 @pytest.fixture
@@ -43,13 +43,13 @@ def register_plugin():
     registered = []
 
     def register(plugin, name=None):
-        plugins.plugin_manager().register(plugin, name=name)
+        registry.plugin_manager().register(plugin, name=name)
         registered.append(plugin)
         return plugin
 
     yield register
     for plugin in registered:
-        plugins.plugin_manager().unregister(plugin)
+        registry.plugin_manager().unregister(plugin)
 
 
 def weights_of(model) -> dict[str, torch.Tensor]:
@@ -72,11 +72,11 @@ def install_plugin(tmp_path, monkeypatch):
         (dist / "entry_points.txt").write_text(f"[prunebench]\n{entry_name} = {module}\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         importlib.invalidate_caches()
-        plugins.reset_plugin_manager()
+        registry.reset_plugin_manager()
         modules.append(module)
         return tmp_path
 
     yield install
-    plugins.reset_plugin_manager()
+    registry.reset_plugin_manager()
     for module in modules:
         sys.modules.pop(module, None)

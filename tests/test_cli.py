@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.cli import main
+from prunebench.cli import main
 
 
 def test_prune_on_a_tiny_model_prints_and_saves(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_prune_on_a_tiny_model_prints_and_saves(tmp_path, capsys):
 def test_list_names_every_method_and_its_plugin(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "baselines.wanda" in out and "baselines.magnitude" in out and "pydoc" in out and "smollm2-135m" in out
+    assert "prunebench.baselines.wanda" in out and "prunebench.baselines.magnitude" in out and "pydoc" in out and "smollm2-135m" in out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_with_exit_code_2(argv, message, tmp_path, capsys)
 
 def test_console_script_exits_2_without_traceback():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "prune", "--method", "sparsegtp"],
+    result = subprocess.run([sys.executable, "-m", "prunebench.cli", "prune", "--method", "sparsegtp"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1

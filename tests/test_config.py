@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.errors import UsageError
-from harness.grid import content_hash, expand
+from prunebench.config import load_config
+from prunebench.errors import UsageError
+from prunebench.grid import content_hash, expand
 
 GOOD = """\
 suite: tiny
@@ -116,6 +116,6 @@ def test_content_hash_tracks_what_changes_numbers_only(tmp_path):
 
 def test_the_shipped_benchmarks_file_is_valid():
     config = load_config(Path(__file__).resolve().parents[1] / "benchmarks.yaml")
-    from harness import plugins
+    from prunebench import registry
 
-    assert {m.method for m in config.methods} == set(plugins.collect("register_methods"))
+    assert {m.method for m in config.methods} == set(registry.collect("register_methods"))

@@ -4,27 +4,27 @@ import math
 import pytest
 import torch
 
-import harness
-from harness import plugins
-from harness.data import evaluation_text, tokenize_text
-from harness.engine import decoder_layers, prunable_linears
-from harness.evaluate import perplexity
-from harness.models import load_model
+import prunebench
+from prunebench import registry
+from prunebench.data import evaluation_text, tokenize_text
+from prunebench.engine import decoder_layers, prunable_linears
+from prunebench.evaluate import perplexity
+from prunebench.models import load_model
 
-METHODS = sorted(plugins.collect("register_methods"))
+METHODS = sorted(registry.collect("register_methods"))
 MODELS = ["tiny-llama", "tiny-opt"]
 
 
 def _prune(model_name, method, sparsity, calibration):
     model, _ = load_model(model_name)
-    harness.prune(model, method, sparsity, calibration, progress=False)
+    prunebench.prune(model, method, sparsity, calibration, progress=False)
     return model
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    from harness.data import calibration_documents, sample_calibration
-    from harness.models import byte_tokenizer
+    from prunebench.data import calibration_documents, sample_calibration
+    from prunebench.models import byte_tokenizer
 
     return sample_calibration(byte_tokenizer(), calibration_documents("pydoc"), nsamples=4, seqlen=32, seed=0)
 
@@ -96,7 +96,7 @@ def test_every_option_reaches_its_target_deterministically(option, sparsity, cal
     runs = []
     for _ in range(2):
         model, _ = load_model("tiny-llama")
-        report = harness.prune(model, method, sparsity, calibration, progress=False, **args)
+        report = prunebench.prune(model, method, sparsity, calibration, progress=False, **args)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     tolerance = 0.01 if args.get("allocation") == "owl" else 1e-3

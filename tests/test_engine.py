@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 
-import harness
-from harness.engine import capture_layer_inputs, decoder_layers, forward_through_layers, prunable_linears
-from harness.errors import UsageError
-from harness.masks import lowest_per_row
+import prunebench
+from prunebench.engine import capture_layer_inputs, decoder_layers, forward_through_layers, prunable_linears
+from prunebench.errors import UsageError
+from prunebench.masks import lowest_per_row
 
 
 def test_finds_layers_and_linears_without_model_name_checks(tiny_llama, tiny_opt):
@@ -46,7 +46,7 @@ def _expected_wanda_mask(dense_model, layer_input_model, calibration, layer_inde
 def test_pruned_propagation_feeds_pruned_outputs_forward(tiny_llama, tiny_calibration):
     dense = tiny_llama[0]
     model = copy.deepcopy(dense)
-    harness.prune(model, "wanda", 0.5, tiny_calibration, progress=False)
+    prunebench.prune(model, "wanda", 0.5, tiny_calibration, progress=False)
     pruned_mask = decoder_layers(model)[1].self_attn.q_proj.weight == 0
     # Layer 1 must have been scored on what the *pruned* layer 0 outputs.
     assert torch.equal(pruned_mask, _expected_wanda_mask(dense, model, tiny_calibration, 1))
@@ -56,7 +56,7 @@ def test_pruned_propagation_feeds_pruned_outputs_forward(tiny_llama, tiny_calibr
 def test_dense_propagation_feeds_dense_outputs_forward(tiny_llama, tiny_calibration):
     dense = tiny_llama[0]
     model = copy.deepcopy(dense)
-    report = harness.prune(model, "wanda", 0.5, tiny_calibration, propagate="dense", progress=False)
+    report = prunebench.prune(model, "wanda", 0.5, tiny_calibration, propagate="dense", progress=False)
     assert report.propagate == "dense"
     pruned_mask = decoder_layers(model)[1].self_attn.q_proj.weight == 0
     assert torch.equal(pruned_mask, _expected_wanda_mask(dense, dense, tiny_calibration, 1))
@@ -65,13 +65,13 @@ def test_dense_propagation_feeds_dense_outputs_forward(tiny_llama, tiny_calibrat
 def test_embeddings_and_lm_head_are_never_pruned(tiny_llama, tiny_calibration):
     model = tiny_llama[0]
     before = {k: v.clone() for k, v in model.state_dict().items() if "layers" not in k}
-    harness.prune(model, "magnitude", 0.5, tiny_calibration, progress=False)
+    prunebench.prune(model, "magnitude", 0.5, tiny_calibration, progress=False)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_report_has_timings_sparsity_and_memory(tiny_opt, tiny_calibration):
-    report = harness.prune(tiny_opt[0], "wanda", "2:4", tiny_calibration, progress=False)
+    report = prunebench.prune(tiny_opt[0], "wanda", "2:4", tiny_calibration, progress=False)
     assert set(report.timings) == {"calibration_forward", "score_mask", "weight_update", "total"}
     assert report.timings["total"] >= report.timings["calibration_forward"] > 0
     assert report.layer_sparsity == pytest.approx([0.5, 0.5])
@@ -87,12 +87,12 @@ def test_plain_forward_through_layers_runs(tiny_llama, tiny_calibration):
 def test_bad_engine_input_is_refused(tiny_llama, tiny_calibration):
     model = tiny_llama[0]
     with pytest.raises(UsageError, match="Did you mean: wanda"):
-        harness.prune(model, "wandaa", 0.5, tiny_calibration)
+        prunebench.prune(model, "wandaa", 0.5, tiny_calibration)
     with pytest.raises(UsageError, match="divide the input width"):
-        harness.prune(model, "wanda", "2:6", tiny_calibration)
+        prunebench.prune(model, "wanda", "2:6", tiny_calibration)
     with pytest.raises(UsageError, match="LongTensor"):
-        harness.prune(model, "wanda", 0.5, tiny_calibration.float())
+        prunebench.prune(model, "wanda", 0.5, tiny_calibration.float())
     with pytest.raises(UsageError, match="Valid: group"):
-        harness.prune(model, "wanda", 0.5, tiny_calibration, alpha=1)
+        prunebench.prune(model, "wanda", 0.5, tiny_calibration, alpha=1)
     with pytest.raises(UsageError, match="propagate"):
-        harness.prune(model, "wanda", 0.5, tiny_calibration, propagate="sideways")
+        prunebench.prune(model, "wanda", 0.5, tiny_calibration, propagate="sideways")

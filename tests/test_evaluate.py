@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from types import SimpleNamespace
 
-from harness.errors import UsageError
-from harness.evaluate import evaluation_windows, measured_sparsity, perplexity
-from harness.memory import measure_peak_memory
+from prunebench.errors import UsageError
+from prunebench.evaluate import evaluation_windows, measured_sparsity, perplexity
+from prunebench.memory import measure_peak_memory
 
 
 class FixedLogits(nn.Module):
@@ -51,7 +51,7 @@ def test_windows_drop_the_tail_and_respect_the_cap():
 
 def test_measured_sparsity_counts_zeros(tiny_llama):
     model = tiny_llama[0]
-    from harness.engine import decoder_layers
+    from prunebench.engine import decoder_layers
 
     decoder_layers(model)[1].mlp.down_proj.weight.data.zero_()
     measured = measured_sparsity(model)

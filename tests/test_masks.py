@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from harness import plugins
-from harness.errors import UsageError
-from harness.masks import lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
-from harness.sparsity import parse_sparsity
+from prunebench import registry
+from prunebench.errors import UsageError
+from prunebench.masks import lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
+from prunebench.sparsity import parse_sparsity
 
 
 def test_per_row_prunes_the_lowest_of_each_row():
@@ -75,17 +75,17 @@ def test_selection_with_nan_falls_back_to_sort_order():
 
 def test_hook_dispatch_and_an_overriding_plugin(register_plugin):
     scores = torch.tensor([[3.0, 1.0, 2.0, 4.0]])
-    assert torch.equal(plugins.make_mask(scores, parse_sparsity(0.5), "row"), make_mask(scores, parse_sparsity(0.5), "row"))
+    assert torch.equal(registry.make_mask(scores, parse_sparsity(0.5), "row"), make_mask(scores, parse_sparsity(0.5), "row"))
 
     class KeepEverything:
-        from harness import hookimpl
+        from prunebench import hookimpl
 
         @hookimpl
         def make_mask(self, scores, target, group):
             return torch.zeros_like(scores, dtype=torch.bool)
 
     register_plugin(KeepEverything())
-    assert not plugins.make_mask(scores, parse_sparsity(0.5), "row").any()
+    assert not registry.make_mask(scores, parse_sparsity(0.5), "row").any()
 
 
 def test_unknown_group_is_refused():

@@ -4,15 +4,15 @@ import math
 import pytest
 import torch
 
-import harness
-from baselines.ria import RIA, relative_importance, snake_permutation
-from baselines.sparsegpt import InputHessian, sparsegpt_prune
-from harness.allocation import outlier_share, owl_sparsities
-from harness.errors import UsageError
-from harness.masks import lowest_per_layer, lowest_n_of_m, make_mask
-from harness.method import LinearContext
-from harness.sparsity import parse_sparsity
-from plugins.ace import Ace, CosP, CosineLossStatistic, InverseNormStatistic, TokenVarianceStatistic, VarP
+import prunebench
+from prunebench.baselines.ria import RIA, relative_importance, snake_permutation
+from prunebench.baselines.sparsegpt import InputHessian, sparsegpt_prune
+from prunebench.allocation import outlier_share, owl_sparsities
+from prunebench.errors import UsageError
+from prunebench.masks import lowest_per_layer, lowest_n_of_m, make_mask
+from prunebench.method import LinearContext
+from prunebench.sparsity import parse_sparsity
+from prunebench.plugins.ace import Ace, CosP, CosineLossStatistic, InverseNormStatistic, TokenVarianceStatistic, VarP
 
 
 # --- RIA -------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_owl_sparsities_follow_the_formula():
 
 
 def test_owl_allocation_on_a_model_keeps_the_mean(tiny_llama, tiny_calibration):
-    report = harness.prune(tiny_llama[0], "wanda", 0.5, tiny_calibration, progress=False, allocation="owl", owl_lambda=0.1)
+    report = prunebench.prune(tiny_llama[0], "wanda", 0.5, tiny_calibration, progress=False, allocation="owl", owl_lambda=0.1)
     assert report.allocation.startswith("owl")
     assert sum(report.layer_targets) / len(report.layer_targets) == pytest.approx(0.5)
     assert max(report.layer_targets) - min(report.layer_targets) == pytest.approx(0.2)
@@ -235,11 +235,11 @@ def test_owl_allocation_on_a_model_keeps_the_mean(tiny_llama, tiny_calibration):
 
 def test_owl_refuses_n_m(tiny_llama, tiny_calibration):
     with pytest.raises(UsageError, match="not N:M"):
-        harness.prune(tiny_llama[0], "wanda", "2:4", tiny_calibration, allocation="owl")
+        prunebench.prune(tiny_llama[0], "wanda", "2:4", tiny_calibration, allocation="owl")
 
 
 def test_per_token_absolute_cosine_loss_by_a_loop(ace_inputs):
-    from plugins.ace import AbsoluteCosineLossStatistic
+    from prunebench.plugins.ace import AbsoluteCosineLossStatistic
 
     X, W = ace_inputs
     tokens = X.reshape(-1, 4).double()

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness
-from harness import PruningMethod, hookimpl, plugins
-from harness.engine import decoder_layers
-from harness.errors import UsageError
-from harness.masks import lowest_per_row
+import prunebench
+from prunebench import PruningMethod, hookimpl, registry
+from prunebench.engine import decoder_layers
+from prunebench.errors import UsageError
+from prunebench.masks import lowest_per_row
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,11 +29,11 @@ def installed_example(install_plugin):
 
 
 def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example, tiny_llama, tiny_calibration):
-    registered = plugins.collect("register_methods")
+    registered = registry.collect("register_methods")
     assert registered["wanda-sq"].plugin == "wanda-sq"
     dense = decoder_layers(tiny_llama[0])[0].self_attn.q_proj.weight.clone()
     # Known answer for layer 0 (its inputs do not depend on pruning): |W| * sum x^2, per row.
-    from harness.engine import capture_layer_inputs
+    from prunebench.engine import capture_layer_inputs
 
     captured = capture_layer_inputs(tiny_llama[0], tiny_calibration, 8, torch.device("cpu"))
     layer = decoder_layers(tiny_llama[0])[0]
@@ -41,15 +41,15 @@ def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example,
         x = layer.input_layernorm(torch.cat(captured.hidden)).reshape(-1, dense.shape[1])
     expected = lowest_per_row(dense.abs() * x.square().sum(0), 0.5)
 
-    harness.prune(tiny_llama[0], "wanda-sq", 0.5, tiny_calibration, progress=False, power=1.0)
+    prunebench.prune(tiny_llama[0], "wanda-sq", 0.5, tiny_calibration, progress=False, power=1.0)
     assert torch.equal(layer.self_attn.q_proj.weight == 0, expected)
 
 
 def test_load_plugins_env_restricts_third_party_plugins(installed_example, monkeypatch):
-    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "someone-else")
-    plugins.reset_plugin_manager()
-    assert "wanda-sq" not in plugins.collect("register_methods")
-    assert {"magnitude", "wanda"} <= set(plugins.collect("register_methods"))
+    monkeypatch.setenv(registry.LOAD_PLUGINS_ENV, "someone-else")
+    registry.reset_plugin_manager()
+    assert "wanda-sq" not in registry.collect("register_methods")
+    assert {"magnitude", "wanda"} <= set(registry.collect("register_methods"))
 
 
 class _Doubler(PruningMethod):
@@ -67,8 +67,8 @@ def test_duplicate_method_names_are_refused(register_plugin):
             register(_Doubler())
 
     register_plugin(Clash(), name="clash")
-    with pytest.raises(UsageError, match="registered by both baselines.wanda and clash"):
-        plugins.collect("register_methods")
+    with pytest.raises(UsageError, match="registered by both prunebench.baselines.wanda and clash"):
+        registry.collect("register_methods")
 
 
 def test_misspelled_hook_fails_loudly():
@@ -79,7 +79,7 @@ def test_misspelled_hook_fails_loudly():
         def register_method(self, register):
             pass
 
-    manager = plugins.plugin_manager()
+    manager = registry.plugin_manager()
     manager.register(Typo(), name="typo")
     try:
         with pytest.raises(pluggy.PluginValidationError):
@@ -89,7 +89,7 @@ def test_misspelled_hook_fails_loudly():
 
 
 def test_every_hook_is_documented_in_the_readme():
-    from harness import hookspecs
+    from prunebench import hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith(("register_", "make_"))]
     assert names and all(f"`{n}`" in README.read_text() for n in names)
@@ -108,4 +108,4 @@ def test_registered_method_needs_a_registered_statistic(register_plugin, tiny_ll
 
     register_plugin(Provider(), name="provider")
     with pytest.raises(UsageError, match="no_such_statistic"):
-        harness.prune(tiny_llama[0], "needs-missing", 0.5, tiny_calibration)
+        prunebench.prune(tiny_llama[0], "needs-missing", 0.5, tiny_calibration)

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness
-from harness.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-from harness.engine import decoder_layers, prunable_linears
-from harness.evaluate import perplexity
-from harness.models import load_model, save_pruned
+import prunebench
+from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+from prunebench.engine import decoder_layers, prunable_linears
+from prunebench.evaluate import perplexity
+from prunebench.models import load_model, save_pruned
 
 pytestmark = pytest.mark.smollm2
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -35,7 +35,7 @@ def pruned(smollm2):
     results = {}
     for method in ("magnitude", "wanda"):
         copy_ = copy.deepcopy(model)
-        report = harness.prune(copy_, method, 0.5, calibration, progress=False)
+        report = prunebench.prune(copy_, method, 0.5, calibration, progress=False)
         results[method] = (copy_, report)
     return results
 

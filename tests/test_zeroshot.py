@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from harness.cli import main
-from harness.config import TaskSpec, load_config
-from harness.errors import UsageError
-from harness.report import task_tables
-from harness.runner import run_grid
-from harness.store import ResultsStore
-from harness.tasks.lastword import passages_from_paragraphs
-from harness.zeroshot import evaluate_tasks, load_tasks
+from prunebench.cli import main
+from prunebench.config import TaskSpec, load_config
+from prunebench.errors import UsageError
+from prunebench.report import task_tables
+from prunebench.runner import run_grid
+from prunebench.store import ResultsStore
+from prunebench.tasks.lastword import passages_from_paragraphs
+from prunebench.zeroshot import evaluate_tasks, load_tasks
 
 TASK = "prunebench_lastword_text"
 

@@ -40,7 +40,7 @@ def passages_from_paragraphs(paragraphs: list[str]) -> list[dict]:
 
 def _paragraphs(source: str, data_dir: str | None, text_path: str | None) -> list[str]:
     if source == "wikitext2":
-        from harness.data import WikiText2, data_dirs, resolve_dataset
+        from prunebench.data import WikiText2, data_dirs, resolve_dataset
 
         dataset, _ = resolve_dataset("wikitext2")
         return dataset._rows("test", WikiText2.TEST, data_dirs(data_dir))

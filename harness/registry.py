@@ -9,23 +9,23 @@ from typing import Any
 
 import pluggy
 
-from harness import hookspecs
-from harness.errors import UsageError, did_you_mean
+from prunebench import hookspecs
+from prunebench.errors import UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "prunebench"
 # Comma-separated entry-point names; when set, only these third-party plugins load.
 LOAD_PLUGINS_ENV = "PRUNEBENCH_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
-    "harness.masks",
-    "harness.statistics",
-    "harness.data",
-    "harness.models",
-    "baselines.magnitude",
-    "baselines.wanda",
-    "baselines.ria",
-    "baselines.sparsegpt",
-    "plugins.ace",
+    "prunebench.masks",
+    "prunebench.statistics",
+    "prunebench.data",
+    "prunebench.models",
+    "prunebench.baselines.magnitude",
+    "prunebench.baselines.wanda",
+    "prunebench.baselines.ria",
+    "prunebench.baselines.sparsegpt",
+    "prunebench.plugins.ace",
 )
 
 _manager: pluggy.PluginManager | None = None
