@@ -7,6 +7,7 @@ import types
 from dataclasses import asdict, dataclass
 
 from prunebench.config import BenchmarkConfig, MethodSpec, ModelSpec
+from prunebench.store import safe_name
 
 DENSE = "dense"
 
@@ -31,9 +32,9 @@ class Cell:
     @property
     def name(self) -> str:
         if self.method is None:
-            return f"model={_safe(self.model.label)},method={DENSE}"
-        return (f"model={_safe(self.model.label)},method={_safe(self.method.label)},sparsity={self.sparsity.replace(':', '-')},"
-                f"calib={_safe(self.calibration_dataset)}-{self.nsamples}x{self.seqlen},seed={self.seed}")
+            return f"model={safe_name(self.model.label)},method={DENSE}"
+        return (f"model={safe_name(self.model.label)},method={safe_name(self.method.label)},sparsity={self.sparsity.replace(':', '-')},"
+                f"calib={safe_name(self.calibration_dataset)}-{self.nsamples}x{self.seqlen},seed={self.seed}")
 
     def fields(self) -> dict:
         """The values `--only key=value` filters on."""
@@ -53,10 +54,6 @@ class Cell:
             if self.method.allocation == "owl":
                 described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
         return described
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from prunebench.sparsity import parse_sparsity
+from prunebench.store import safe_name
 
 
 def _points(records: list[dict]):
@@ -38,10 +39,6 @@ def _label_axes(axes, xlabel: str, label: str, title: str) -> None:
     axes.legend(fontsize=8)
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
     import matplotlib
 
@@ -68,7 +65,7 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
             axes.axhline(dense[(model, label)], color="grey", linestyle="--", label="dense")
         axes.set_xscale("log", base=2)
         _label_axes(axes, "calibration length L (tokens)", label, f"{model}, sparsity {sparsity}")
-        written += _save(figure, out, f"ppl-vs-length_{_safe(model)}_{_safe(label)}_{_safe(sparsity)}")
+        written += _save(figure, out, f"ppl-vs-length_{safe_name(model)}_{safe_name(label)}_{safe_name(sparsity)}")
         plt.close(figure)
 
     # Perplexity against sparsity at the longest calibration length.
@@ -89,7 +86,7 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
             axes.plot(xs, [values[order[i]] for i in xs], marker="o", label=method)
         axes.set_xticks(range(len(order)), order)
         _label_axes(axes, "sparsity", label, f"{model}, L={longest[(model, label)]}")
-        written += _save(figure, out, f"ppl-vs-sparsity_{_safe(model)}_{_safe(label)}")
+        written += _save(figure, out, f"ppl-vs-sparsity_{safe_name(model)}_{safe_name(label)}")
         plt.close(figure)
 
     # Pruning time against perplexity, every pruned cell.
@@ -103,6 +100,6 @@ def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
             axes.scatter([v[0] for v in values], [v[1] for v in values], label=method)
         axes.set_xscale("log")
         _label_axes(axes, "pruning time (s)", label, model)
-        written += _save(figure, out, f"time-vs-ppl_{_safe(model)}_{_safe(label)}")
+        written += _save(figure, out, f"time-vs-ppl_{safe_name(model)}_{safe_name(label)}")
         plt.close(figure)
     return written

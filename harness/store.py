@@ -20,6 +20,11 @@ DATABASE = "leaderboard.sqlite"
 FINISHED = ("ok", "diverged")
 
 
+def safe_name(text: str) -> str:
+    """`text` made safe for a file or directory name in the results tree."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+
+
 def _finite_or_none(value: Any) -> Any:
     """JSON never gets NaN or infinity: non-finite floats become null (the status says why)."""
     if isinstance(value, float) and not math.isfinite(value):
