@@ -143,7 +143,7 @@ def run_list() -> None:
         ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),
     ]
     for title, hook, describe, headers in sections:
-        rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in registry.collect(hook).items()]
+        rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in registry.registered(hook).items()]
         print(f"{title}:\n{tabulate(rows, headers=headers, tablefmt='simple')}\n")
     print("Models may also be a local directory, a .gguf file or a Hugging Face hub id.")
 

@@ -193,7 +193,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
 
     suite = str(raw.get("suite", path.stem if path else "benchmarks"))
 
-    model_aliases = registry.collect("register_models")
+    model_aliases = registry.registered("register_models")
     models = []
     for where, entry in _entries(errors, raw.get("models", []), ("models",), "id", MODEL_KEYS,
                                  "each model is a name or a mapping with alias, id or path."):
@@ -210,7 +210,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                 errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
         models.append(ModelSpec(label=str(entry.get("alias") or source), source=source))
 
-    methods_registered = registry.collect("register_methods")
+    methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
     for where, entry in _entries(errors, raw.get("methods", []), ("methods",), "method", METHOD_KEYS,
                                  "each method is a name or a mapping with method, label, args, allocation."):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
 from prunebench.hookspecs import hookimpl
 
@@ -201,9 +202,7 @@ def register_datasets(register):
 
 def resolve_dataset(spec: str) -> tuple[TextDataset, str | None]:
     """A dataset spec ("wikitext2", "text:PATH") as (dataset, path)."""
-    from prunebench.registry import collect
-
-    registered = collect("register_datasets")
+    registered = registry.registered("register_datasets")
     name, _, path = spec.partition(":")
     if name not in registered or (registered[name].item.takes_path and not path):
         if name in registered:

@@ -285,7 +285,7 @@ def prune(
     if calibration.dim() != 2 or calibration.dtype != torch.long:
         raise UsageError("calibration must be a LongTensor of token ids shaped (nsamples, L).")
     check_n_m_fits(model, target)
-    registered_statistics = registry.collect("register_statistics")
+    registered_statistics = registry.registered("register_statistics")
     needed = method.required_statistics(arguments)
     missing = [s for s in needed if s not in registered_statistics]
     if missing:
@@ -376,7 +376,7 @@ def zero_fraction(linears) -> float:
 def dense_layer_statistics(model: nn.Module, calibration: torch.Tensor, statistic_names: tuple[str, ...], *,
                            batch_size: int = 8, device: "str | torch.device | None" = None, progress: bool = False):
     """Yield (linears, statistics) per decoder layer of the unpruned model, dense propagation."""
-    registered = registry.collect("register_statistics")
+    registered = registry.registered("register_statistics")
     statistics = [registered[name].item for name in statistic_names]
     device = torch.device(device) if device is not None else default_device()
     inputs = capture_layer_inputs(model, calibration, batch_size, device, progress)

@@ -78,7 +78,7 @@ def plugin_version(method_name: str | None) -> str:
 
     if method_name is None:
         return __version__
-    plugin = registry.collect("register_methods")[method_name].plugin
+    plugin = registry.registered("register_methods")[method_name].plugin
     module = registry.plugin_manager().get_plugin(plugin)
     top = (module.__name__ if isinstance(module, types.ModuleType) else type(module).__module__).split(".")[0]
     if top == "prunebench":

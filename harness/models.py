@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
 from prunebench.hookspecs import hookimpl
 
@@ -146,11 +147,9 @@ def register_models(register):
 
 def load_model(spec: str, dtype: "torch.dtype | str" = torch.float32):
     """Load (model, tokenizer) from an alias, a .gguf file, a local directory or a hub id."""
-    from prunebench.registry import collect
-
     if isinstance(dtype, str):
         dtype = parse_dtype(dtype)
-    aliases = collect("register_models")
+    aliases = registry.registered("register_models")
     if spec in aliases:
         return aliases[spec].item.load(dtype)
     path = Path(spec).expanduser()

@@ -1,10 +1,13 @@
-"""Builds the plugin manager: built-in plugins in-process, third-party ones from entry points."""
+"""Builds the plugin manager (built-in plugins in-process, third-party ones from entry points) and the
+registries its register_* hooks fill, each built once per manager."""
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from types import CodeType, TracebackType
 from typing import Any
 
 import pluggy
@@ -28,14 +31,39 @@ DEFAULT_PLUGINS = (
     "prunebench.plugins.ace",
 )
 
-_manager: pluggy.PluginManager | None = None
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered item and the plugin that registered it."""
+
+    item: Any
+    plugin: str
 
 
-def plugin_manager() -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager that also caches the registries; (un)registering a plugin clears them."""
+
+    def __init__(self) -> None:
+        super().__init__("prunebench")
+        self.registries: dict[str, dict[str, Registered]] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        self.registries.clear()
+        return super().register(plugin, name=name)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        self.registries.clear()
+        return super().unregister(plugin, name=name)
+
+
+_manager: PluginManager | None = None
+
+
+def plugin_manager() -> PluginManager:
     """The process-wide plugin manager, built on first use (never at import time)."""
     global _manager
     if _manager is None:
-        manager = pluggy.PluginManager("prunebench")
+        manager = PluginManager()
         manager.add_hookspecs(hookspecs)
         for module_name in DEFAULT_PLUGINS:
             manager.register(importlib.import_module(module_name), name=module_name)
@@ -51,7 +79,7 @@ def reset_plugin_manager() -> None:
     _manager = None
 
 
-def _load_entry_points(manager: pluggy.PluginManager) -> None:
+def _load_entry_points(manager: PluginManager) -> None:
     allowed = os.environ.get(LOAD_PLUGINS_ENV)
     allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
@@ -62,45 +90,91 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         manager.register(entry_point.load(), name=entry_point.name)
 
 
-@dataclass(frozen=True)
-class Registered:
-    """A registered item and the plugin that registered it."""
+def _implementation_codes(hook: pluggy.HookCaller) -> dict[CodeType, str]:
+    """Code object of each implementation of `hook` -> its plugin's name."""
+    codes = {}
+    for impl in hook.get_hookimpls():
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            codes[code] = impl.plugin_name
+    return codes
 
-    item: Any
-    plugin: str
+
+def _plugin_in_stack(codes: dict[CodeType, str]) -> str | None:
+    """The plugin whose hook implementation is on the current call stack (it is calling `register`)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in codes:
+            return codes[frame.f_code]
+        frame = frame.f_back
+    return None
 
 
-def collect(hook_name: str) -> dict[str, Registered]:
-    """Call one register_* hook on every plugin; map each item's name to it and its plugin."""
-    manager = plugin_manager()
-    found: dict[str, Registered] = {}
-    # get_hookimpls lists in call order reversed; call built-ins first so listings read naturally.
-    for impl in getattr(manager.hook, hook_name).get_hookimpls():
-        plugin = impl.plugin_name
-
-        def register(item: Any, plugin: str = plugin) -> None:
-            if item.name in found:
-                raise UsageError(
-                    f"'{item.name}' is registered by both {found[item.name].plugin} and {plugin}; "
-                    f"rename one or unset one plugin with {LOAD_PLUGINS_ENV}."
-                )
-            found[item.name] = Registered(item, plugin)
-
-        impl.function(register=register)
+def _plugin_in_traceback(codes: dict[CodeType, str], traceback: TracebackType | None) -> str | None:
+    """The plugin whose hook implementation raised (its frame is in the traceback)."""
+    found = None
+    while traceback is not None:
+        found = codes.get(traceback.tb_frame.f_code, found)
+        traceback = traceback.tb_next
     return found
+
+
+def registered(hook_name: str) -> dict[str, Registered]:
+    """Items of one register_* hook by name, with the plugin that registered each; built once.
+
+    The hook is called through pluggy (`pm.hook.<name>(register=...)`). Items are listed built-ins
+    first (plugin registration order); a name registered twice is refused.
+    """
+    manager = plugin_manager()
+    if hook_name in manager.registries:
+        return manager.registries[hook_name]
+    hook = getattr(manager.hook, hook_name)
+    codes = _implementation_codes(hook)
+    found: list[Registered] = []
+
+    def register(item: Any) -> None:
+        found.append(Registered(item, _plugin_in_stack(codes) or "unknown"))
+
+    try:
+        hook(register=register)
+    except UsageError:
+        raise
+    except Exception as error:
+        plugin = _plugin_in_traceback(codes, error.__traceback__) or "a plugin"
+        raise UsageError(f"Plugin {plugin} failed in {hook_name}: {type(error).__name__}: {error}; "
+                         f"fix or uninstall it, or leave it out with {LOAD_PLUGINS_ENV}.") from error
+    order = {impl.plugin_name: index for index, impl in enumerate(hook.get_hookimpls())}
+    by_name: dict[str, Registered] = {}
+    for entry in sorted(found, key=lambda r: order.get(r.plugin, len(order))):
+        name = entry.item.name
+        if name in by_name:
+            raise UsageError(
+                f"'{name}' is registered by both {by_name[name].plugin} and {entry.plugin}; "
+                f"rename one or unset one plugin with {LOAD_PLUGINS_ENV}."
+            )
+        by_name[name] = entry
+    manager.registries[hook_name] = by_name
+    return by_name
 
 
 def lookup(hook_name: str, kind: str, name: str) -> Any:
     """The item registered under `name`, or an 'Unknown ... Did you mean' error."""
-    registered = collect(hook_name)
-    if name not in registered:
-        raise did_you_mean(kind, name, registered)
-    return registered[name].item
+    items = registered(hook_name)
+    if name not in items:
+        raise did_you_mean(kind, name, items)
+    return items[name].item
 
 
-def get_method(name: str):
+def get_method(name: str) -> Any:
+    """The registered `PruningMethod` called `name`."""
     return lookup("register_methods", "method", name)
 
 
-def make_mask(scores, target, group):
+def get_statistic(name: str) -> Any:
+    """The registered `Statistic` called `name`."""
+    return lookup("register_statistics", "statistic", name)
+
+
+def make_mask(scores: Any, target: Any, group: str) -> Any:
+    """The prune mask for `scores` from the first `make_mask` implementation that answers."""
     return plugin_manager().hook.make_mask(scores=scores, target=target, group=group)

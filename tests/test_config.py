@@ -118,4 +118,4 @@ def test_the_shipped_benchmarks_file_is_valid():
     config = load_config(Path(__file__).resolve().parents[1] / "benchmarks.yaml")
     from prunebench import registry
 
-    assert {m.method for m in config.methods} == set(registry.collect("register_methods"))
+    assert {m.method for m in config.methods} == set(registry.registered("register_methods"))

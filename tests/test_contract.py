@@ -11,7 +11,7 @@ from prunebench.engine import decoder_layers, prunable_linears
 from prunebench.evaluate import perplexity
 from prunebench.models import load_model
 
-METHODS = sorted(registry.collect("register_methods"))
+METHODS = sorted(registry.registered("register_methods"))
 MODELS = ["tiny-llama", "tiny-opt"]
 
 

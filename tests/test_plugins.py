@@ -29,7 +29,7 @@ def installed_example(install_plugin):
 
 
 def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example, tiny_llama, tiny_calibration):
-    registered = registry.collect("register_methods")
+    registered = registry.registered("register_methods")
     assert registered["wanda-sq"].plugin == "wanda-sq"
     dense = decoder_layers(tiny_llama[0])[0].self_attn.q_proj.weight.clone()
     # Known answer for layer 0 (its inputs do not depend on pruning): |W| * sum x^2, per row.
@@ -48,8 +48,8 @@ def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example,
 def test_load_plugins_env_restricts_third_party_plugins(installed_example, monkeypatch):
     monkeypatch.setenv(registry.LOAD_PLUGINS_ENV, "someone-else")
     registry.reset_plugin_manager()
-    assert "wanda-sq" not in registry.collect("register_methods")
-    assert {"magnitude", "wanda"} <= set(registry.collect("register_methods"))
+    assert "wanda-sq" not in registry.registered("register_methods")
+    assert {"magnitude", "wanda"} <= set(registry.registered("register_methods"))
 
 
 class _Doubler(PruningMethod):
@@ -68,7 +68,7 @@ def test_duplicate_method_names_are_refused(register_plugin):
 
     register_plugin(Clash(), name="clash")
     with pytest.raises(UsageError, match="registered by both prunebench.baselines.wanda and clash"):
-        registry.collect("register_methods")
+        registry.registered("register_methods")
 
 
 def test_misspelled_hook_fails_loudly():
