@@ -1,9 +1,13 @@
 """RIA (Zhang et al., ICLR 2024): relative importance times activation, with channel reallocation."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench import PruningMethod, hookimpl
+
+if TYPE_CHECKING:
+    import torch
+
 
 
 def relative_importance(weight: torch.Tensor) -> torch.Tensor:
@@ -19,6 +23,8 @@ def snake_permutation(column_importance: torch.Tensor, m: int) -> torch.Tensor:
     group, left to right for even t and right to left for odd t. Returns `perm` such that the
     permuted matrix is `scores[:, perm]`.
     """
+    import torch
+
     width = column_importance.numel()
     groups = width // m
     order = torch.argsort(column_importance, descending=True, stable=True)
@@ -37,6 +43,8 @@ class RIA(PruningMethod):
         return relative_importance(weight) * stats["input_sq_norm"].sqrt().pow(a).reshape(1, -1)
 
     def select(self, weight, stats, context, **args):
+        import torch
+
         scores = self.score(weight, stats, **args)
         target = context.target
         if not (args["reallocation"] and target.is_n_m):

@@ -1,26 +1,21 @@
 """SparseGPT (Frantar and Alistarh 2023): OBS reconstruction with a Hessian of the layer inputs."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from prunebench import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+from prunebench import PruningMethod, RunningMean, Statistic, UsageError, hookimpl
 from prunebench.sparsity import SparsityTarget
 
+if TYPE_CHECKING:
+    import torch
 
-class _RunningHessian(Accumulator):
-    def __init__(self, width: int, device: torch.device):
-        self.hessian = torch.zeros(width, width, dtype=torch.float32, device=device)
-        self.nsequences = 0
 
-    def add(self, inputs, outputs, nsequences):
+
+class _RunningHessian(RunningMean):
+    def fold(self, inputs, outputs):
         # SparseGPT's add_batch: H = (2/n) sum X X^T as a running mean over sequences, in float32.
-        self.hessian *= self.nsequences / (self.nsequences + nsequences)
-        self.nsequences += nsequences
         scaled = inputs.float() * (2 / self.nsequences) ** 0.5
-        self.hessian.addmm_(scaled.t(), scaled)
-
-    def result(self):
-        return self.hessian
+        self.mean.addmm_(scaled.t(), scaled)
 
 
 class InputHessian(Statistic):
@@ -28,11 +23,13 @@ class InputHessian(Statistic):
     description = "H = (2/n) sum_t x_t x_t^T, running mean over sequences, float32 (SparseGPT)"
 
     def accumulator(self, linear, device, arguments):
-        return _RunningHessian(linear.in_features, device)
+        return _RunningHessian((linear.in_features, linear.in_features), device)
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, retries: int, note) -> torch.Tensor:
     """Upper Cholesky factor of (H + damp I)^-1; on failure retry with 10x the damping."""
+    import torch
+
     damp = percdamp * torch.mean(torch.diag(hessian))
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(retries + 1):
@@ -54,6 +51,8 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, target: Sparsit
                     blocksize: int = 128, percdamp: float = 0.01, damping_retries: int = 4,
                     note=lambda message: None) -> torch.Tensor:
     """Prune `weight` in place by SparseGPT's blockwise OBS updates; return the prune mask."""
+    import torch
+
     rows, columns = weight.shape
     if target.is_n_m and blocksize % target.m:
         raise UsageError(f"SparseGPT: blocksize {blocksize} must be a multiple of M={target.m}; set --arg blocksize.")

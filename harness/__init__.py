@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
-from prunebench.method import Accumulator, LinearContext, PruningMethod, Statistic
+from prunebench.method import Accumulator, LinearContext, PruningMethod, RunningMean, Statistic
 from prunebench.sparsity import SparsityTarget, parse_sparsity
 
 __version__ = "0.1.0"
@@ -21,6 +21,6 @@ def prune(model, method, sparsity, calibration, **method_args):
 
 
 __all__ = [
-    "Accumulator", "LinearContext", "PruningMethod", "SparsityTarget", "Statistic", "UsageError",
+    "Accumulator", "LinearContext", "PruningMethod", "RunningMean", "SparsityTarget", "Statistic", "UsageError",
     "hookimpl", "parse_sparsity", "prune", "__version__",
 ]

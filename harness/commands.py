@@ -117,7 +117,7 @@ def _print_summary(record: dict, report) -> None:
     for phase, results in (record["tasks"] or {}).items():
         for task, metrics in (results or {}).items():
             if task != "mean_acc":
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples")
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                 rows.append([f"{phase} {task}", f"{shown} ({metrics.get('samples')} examples)"])
     layer = report.layer_sparsity
     rows += [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,14 +323,41 @@ def _non_negative_int(errors, value, where):
 
 def _check_tasks(errors: _Errors, tasks: TaskSpec) -> None:
     """Task names are checked against lm-eval's index (no data is loaded here)."""
-    from prunebench.zeroshot import task_manager
-
-    known = set(task_manager(tasks).all_tasks)
+    known = _known_task_names(tasks)
     for i, name in enumerate(tasks.names):
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             errors.add(("evaluation", "tasks", "names", i), f"unknown lm-eval task '{name}'.{hint}")
+
+
+def _known_task_names(tasks: TaskSpec) -> set[str]:
+    """prunebench's offline task names, and lm-eval's when needed: indexing lm-eval's 14,000 task files
+    takes about ten seconds, so its name list is cached per lm-eval version."""
+    import json
+    from importlib.metadata import version
+
+    from prunebench.models import cache_dir
+    from prunebench.zeroshot import OFFLINE_TASKS, task_manager
+
+    # The task YAMLs use lm-eval's `!function` tag, which a safe loader refuses: read the one key.
+    offline = {match.group(1) for path in OFFLINE_TASKS.glob("*.yaml")
+               for match in [re.search(r"^task:\s*(\S+)", path.read_text(), re.M)] if match}
+    if tasks.path is None and set(tasks.names) <= offline:
+        return offline
+    if tasks.path is not None:  # the user's own task directory: index it afresh
+        return set(task_manager(tasks).all_tasks)
+    cache = cache_dir() / f"lm-eval-{version('lm_eval')}-tasks.json"
+    try:
+        return set(json.loads(cache.read_text())) | offline
+    except (OSError, ValueError):
+        names = set(task_manager(tasks).all_tasks)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(sorted(names)))
+        except OSError:
+            pass  # a read-only cache only costs time
+        return names
 
 
 def _check_dataset(errors: _Errors, spec: str, where: tuple) -> None:

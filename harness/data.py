@@ -1,6 +1,8 @@
 """Text sources (a plugin): calibration documents and evaluation text, hub or local; window sampling."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gzip
 import json
 import os
@@ -8,11 +10,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
 from prunebench.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import torch
+
+
 
 DATA_DIR_ENV = "PRUNEBENCH_DATA_DIR"
 
@@ -232,6 +237,8 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
     Pick a random document, re-draw until it has more than seqlen tokens, take the window starting
     at randint(0, len - seqlen - 1); Python's Mersenne Twister seeded once.
     """
+    import torch
+
     if nsamples < 1 or seqlen < 1:
         raise UsageError(f"Bad calibration size {nsamples} x {seqlen}: both must be positive.")
     if not documents:
@@ -262,4 +269,6 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
 
 def tokenize_text(tokenizer, text: str) -> torch.Tensor:
     """The whole evaluation text as one 1-D LongTensor of token ids, tokenized once."""
+    import torch
+
     return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)

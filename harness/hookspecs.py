@@ -1,47 +1,68 @@
 """The hook specifications of prunebench: what a plugin may provide. Argument names are public API."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:  # type names only: importing them here would load torch for `--help`
+    import torch
+
+
+    from prunebench.data import TextDataset
+    from prunebench.method import PruningMethod, Statistic
+    from prunebench.models import ModelAlias
+    from prunebench.sparsity import SparsityTarget
 
 hookspec = pluggy.HookspecMarker("prunebench")
 hookimpl = pluggy.HookimplMarker("prunebench")
 
 
 @hookspec
-def register_methods(register):
+def register_methods(register: Callable[[PruningMethod], None]) -> None:
     """Register pruning methods: call ``register(method)`` with a `prunebench.PruningMethod` instance.
 
     A method declares the calibration statistics it needs (by name) and computes an importance
-    score for one linear layer from its weight and those statistics; the host turns scores into
-    masks through `make_mask`. A method that also changes the kept weights overrides
-    `PruningMethod.prune`.
+    score for one linear layer from its weight and those statistics (`PruningMethod.score`); the
+    host turns scores into masks through `make_mask`. A method that chooses its own mask overrides
+    `PruningMethod.select`; one that also changes the kept weights (SparseGPT) overrides
+    `PruningMethod.update`.
     """
 
 
 @hookspec
-def register_statistics(register):
+def register_statistics(register: Callable[[Statistic], None]) -> None:
     """Register calibration statistics: call ``register(statistic)`` with a `prunebench.Statistic`.
 
-    A statistic is accumulated per linear layer from the inputs (and, if it says so, outputs) the
-    layer sees during the calibration forward. The engine collects only those a method asks for.
+    A statistic is accumulated per linear layer from the inputs (and, if `Statistic.needs_output`,
+    outputs) the layer sees during the calibration forward, through the `Accumulator` that
+    `Statistic.accumulator` returns. The engine collects only those a method asks for.
     """
 
 
 @hookspec(firstresult=True)
-def make_mask(scores, target, group):
-    """Return the boolean prune mask (True = set to zero) for ``scores`` (out x in).
+def make_mask(scores: torch.Tensor, target: SparsityTarget, group: str) -> torch.Tensor | None:
+    """Return the boolean prune mask (True = set to zero) for ``scores`` (out x in), or None to pass.
 
-    ``target`` is a `prunebench.SparsityTarget` (a ratio, or N:M); ``group`` is the comparison group
-    for unstructured targets: "row" (each output row) or "layer" (the whole matrix). The first
-    plugin that returns a mask wins; the host's own implementation runs last.
+    ``target`` is a `prunebench.SparsityTarget` (a ratio, or N:M); ``group`` is the comparison
+    group for unstructured targets: "row" (each output row) or "layer" (the whole matrix). The first
+    plugin that returns a mask wins; the host's own implementation (`prunebench.masks`) runs last.
     """
 
 
 @hookspec
-def register_datasets(register):
-    """Register text sources: call ``register(dataset)`` with a `prunebench.data.TextDataset`."""
+def register_datasets(register: Callable[[TextDataset], None]) -> None:
+    """Register text sources: call ``register(dataset)`` with a `prunebench.data.TextDataset`.
+
+    A dataset gives calibration documents (`TextDataset.calibration_documents`) and one evaluation
+    text (`TextDataset.evaluation_text`), from the hub or from local files.
+    """
 
 
 @hookspec
-def register_models(register):
-    """Register model aliases: call ``register(alias)`` with a `prunebench.models.ModelAlias`."""
+def register_models(register: Callable[[ModelAlias], None]) -> None:
+    """Register model aliases: call ``register(alias)`` with a `prunebench.models.ModelAlias`.
+
+    An alias has a name, a description and a loader that returns (model, tokenizer) in a dtype.
+    """

@@ -1,11 +1,16 @@
 """Pure mask functions (True = prune) and the host's default `make_mask` hook implementation."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.sparsity import SparsityTarget
+
+if TYPE_CHECKING:
+    import torch
+
+
 
 GROUPS = ("row", "layer")
 
@@ -16,6 +21,8 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     This equals taking the first k of a stable sort (Wanda's selection) but uses a selection
     (kthvalue) instead of a full sort, which is about 3x faster on CPU.
     """
+    import torch
+
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if k <= 0:
         return mask
@@ -41,6 +48,8 @@ def lowest_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
 
 def lowest_n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """In every group of m consecutive inputs of each row, prune the n lowest scores."""
+    import torch
+
     rows, cols = scores.shape
     if cols % m:
         raise UsageError(f"N:M sparsity {n}:{m} needs M to divide the input width {cols}; pick another M.")

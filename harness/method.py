@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunebench.errors import UsageError
 from prunebench.sparsity import SparsityTarget
 
-MaskFunction = Callable[[torch.Tensor, SparsityTarget, str], torch.Tensor]
+if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin modules (fast `validate`)
+    import torch
+
+
+MaskFunction = Callable[["torch.Tensor", SparsityTarget, str], "torch.Tensor"]
 
 
 class Accumulator:
@@ -22,6 +24,33 @@ class Accumulator:
 
     def result(self) -> torch.Tensor:
         raise NotImplementedError
+
+
+class RunningMean(Accumulator):
+    """Running mean over calibration sequences of a per-batch sum, the update Wanda and SparseGPT share.
+
+    On a batch of b sequences: ``mean *= n / (n + b); n += b``, then `fold` adds the batch's sum
+    divided by the new n (in whatever float order the method's reference code uses).
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device):
+        import torch
+
+
+        self.mean = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.nsequences = 0
+
+    def fold(self, inputs: torch.Tensor, outputs: torch.Tensor | None) -> None:
+        """Add this batch's sum divided by `self.nsequences` (already counting the batch) to `self.mean`."""
+        raise NotImplementedError
+
+    def add(self, inputs: torch.Tensor, outputs: torch.Tensor | None, nsequences: int) -> None:
+        self.mean *= self.nsequences / (self.nsequences + nsequences)
+        self.nsequences += nsequences
+        self.fold(inputs, outputs)
+
+    def result(self) -> torch.Tensor:
+        return self.mean
 
 
 class Statistic:

@@ -1,6 +1,8 @@
 """Model loading: aliases (a plugin), Hugging Face ids, local directories and GGUF files."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import difflib
 import hashlib
 import importlib.util
@@ -11,11 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
 from prunebench.hookspecs import hookimpl
+from prunebench.options import DTYPES
+
+if TYPE_CHECKING:
+    import torch
+
+
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,6 +54,8 @@ def _load_pretrained(source: str, dtype: torch.dtype, **kwargs):
 
 def _gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
     """Dequantize a GGUF file once and save it in save_pretrained format, atomically."""
+    import torch
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -71,7 +79,7 @@ def _gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_gguf(gguf_path: "str | Path", dtype: torch.dtype = torch.float32, cache_name: str | None = None):
+def load_gguf(gguf_path: "str | Path", dtype: "torch.dtype | str" = "float32", cache_name: str | None = None):
     """Load a GGUF file through its cached float32 safetensors copy (converted on first use)."""
     gguf_path = Path(gguf_path).resolve()
     if not gguf_path.is_file():
@@ -82,7 +90,7 @@ def load_gguf(gguf_path: "str | Path", dtype: torch.dtype = torch.float32, cache
     target = cache_dir() / "models" / cache_name
     if not (target / "config.json").exists():
         _gguf_to_safetensors(gguf_path, target)
-    return _load_pretrained(str(target), dtype)
+    return _load_pretrained(str(target), parse_dtype(dtype))
 
 
 def smollm2_gguf_path() -> Path:
@@ -109,6 +117,8 @@ def byte_tokenizer():
 
 def _tiny(config_factory: Callable[[], object]):
     def load(dtype: torch.dtype):
+        import torch
+
         from transformers import AutoModelForCausalLM
 
         with torch.random.fork_rng(devices=[]):
@@ -145,10 +155,9 @@ def register_models(register):
     register(ModelAlias("tiny-opt", "2-layer random OPT (seed 0, byte tokenizer) for smoke runs", _tiny(tiny_opt_config)))
 
 
-def load_model(spec: str, dtype: "torch.dtype | str" = torch.float32):
+def load_model(spec: str, dtype: "torch.dtype | str" = "float32"):
     """Load (model, tokenizer) from an alias, a .gguf file, a local directory or a hub id."""
-    if isinstance(dtype, str):
-        dtype = parse_dtype(dtype)
+    dtype = parse_dtype(dtype)
     aliases = registry.registered("register_models")
     if spec in aliases:
         return aliases[spec].item.load(dtype)
@@ -168,11 +177,16 @@ def load_model(spec: str, dtype: "torch.dtype | str" = torch.float32):
         raise UsageError(f"Cannot load model '{spec}' from the hub or disk ({first}); give a local directory, a .gguf file or an alias.") from None
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in dtypes:
-        raise did_you_mean("dtype", name, dtypes)
-    return dtypes[name]
+def parse_dtype(dtype: "torch.dtype | str") -> torch.dtype:
+    """A torch dtype from one of DTYPES' names (a torch dtype passes through)."""
+    import torch
+
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise did_you_mean("dtype", dtype, DTYPES)
+    return getattr(torch, dtype)
 
 
 def save_pruned(model, tokenizer, directory: "str | Path") -> None:

@@ -1,25 +1,14 @@
 """Built-in calibration statistics (a plugin): what Wanda-style and magnitude-style methods need."""
 from __future__ import annotations
 
-import torch
-
 from prunebench.hookspecs import hookimpl
-from prunebench.method import Accumulator, Statistic
+from prunebench.method import RunningMean, Statistic
 
 
-class _RunningSquaredNorm(Accumulator):
-    def __init__(self, width: int, device: torch.device):
-        self.mean = torch.zeros(width, dtype=torch.float32, device=device)
-        self.nsequences = 0
-
-    def add(self, inputs, outputs, nsequences):
+class _RunningSquaredNorm(RunningMean):
+    def fold(self, inputs, outputs):
         # Wanda's update: r *= n/(n+b); n += b; r += sum_t x^2 / n.
-        self.mean *= self.nsequences / (self.nsequences + nsequences)
-        self.nsequences += nsequences
         self.mean += inputs.square().sum(dim=0) / self.nsequences
-
-    def result(self):
-        return self.mean
 
 
 class InputSquaredNorm(Statistic):
@@ -27,7 +16,7 @@ class InputSquaredNorm(Statistic):
     description = "per input feature j: mean over sequences of sum_t x_tj^2 (Wanda's scaler_row)"
 
     def accumulator(self, linear, device, arguments):
-        return _RunningSquaredNorm(linear.in_features, device)
+        return _RunningSquaredNorm((linear.in_features,), device)
 
 
 @hookimpl

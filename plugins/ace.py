@@ -13,9 +13,14 @@ constant per layer and so ranks identically.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+
+if TYPE_CHECKING:
+    import torch
+
+
 
 SIGNS = ("abs", "clamp", "signed", "abs-token")
 READINGS = ("inverse", "variance")
@@ -23,6 +28,8 @@ READINGS = ("inverse", "variance")
 
 class _CosineLoss(Accumulator):
     def __init__(self, linear, device, eps, per_token_abs=False):
+        import torch
+
         self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float32, device=device)
         self.tokens = 0
         self.eps = eps
@@ -62,6 +69,8 @@ class _PerSequence(Accumulator):
     """Mean over calibration sequences of a per-sequence, per-feature quantity."""
 
     def __init__(self, width, device, per_sequence):
+        import torch
+
         self.total = torch.zeros(width, dtype=torch.float32, device=device)
         self.nsequences = 0
         self.per_sequence = per_sequence
