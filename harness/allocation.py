@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from prunebench.engine import dense_layer_statistics
+from prunebench import registry
+from prunebench.accumulate import collect_statistics
 from prunebench.errors import UsageError
 from prunebench.sparsity import SparsityTarget
-
-ALLOCATIONS = ("uniform", "owl")
+from prunebench.walk import capture_inputs, default_device, prunable_linears, walk_layers
 
 
 def outlier_share(scores: torch.Tensor, m: float) -> float:
@@ -31,12 +31,17 @@ def owl_layer_targets(model, calibration, target: SparsityTarget, *, m: float = 
         raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
     if m <= 0 or not 0 <= lam < 0.5:
         raise UsageError(f"Bad OWL settings M={m}, lambda={lam}: need M > 0 and 0 <= lambda < 0.5.")
+    device = torch.device(device) if device is not None else default_device()
+    statistic = registry.get_statistic("input_sq_norm")
+    captured = capture_inputs(model, calibration, batch_size, device, progress)
     shares = []
-    for linears, stats in dense_layer_statistics(model, calibration, ("input_sq_norm",), batch_size=batch_size,
-                                                  device=device, progress=progress):
+    for step in walk_layers(model, captured, device, progress=progress, desc="OWL statistics"):
+        linears = prunable_linears(step.layer)
+        stats, outputs = collect_statistics(step.layer, step.inputs, linears, [statistic], device, {}, keep_outputs=True)
         scores = [
             (linear.weight.abs() * stats[name]["input_sq_norm"].sqrt().reshape(1, -1)).flatten()
             for name, linear in linears.items()
         ]
         shares.append(outlier_share(torch.cat(scores), m))
+        step.propagate(outputs)  # dense propagation, as OWL's code
     return [target.with_ratio(s) for s in owl_sparsities(shares, target.ratio, lam)]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from prunebench.errors import UsageError
+from prunebench.walk import capture_inputs, default_device, walk_layers
 
 
 @torch.no_grad()
@@ -21,13 +22,27 @@ def bare_forward_tokens_per_second(model, windows: torch.Tensor, device: torch.d
     return windows.numel() / (time.perf_counter() - start)
 
 
+@torch.no_grad()
+def forward_through_layers(model, calibration: torch.Tensor, *, batch_size: int = 8,
+                           device: "str | torch.device | None" = None) -> float:
+    """Seconds for one plain forward of `calibration` through the decoder layers (the benchmark's unit)."""
+    device = torch.device(device) if device is not None else default_device()
+    start = time.perf_counter()
+    captured = capture_inputs(model, calibration, batch_size, device)
+    for _ in walk_layers(model, captured, device):
+        pass  # the walk runs each layer and feeds its outputs on
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def model_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def run_bench(args) -> dict:
     from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from prunebench.engine import default_device, forward_through_layers, prune
+    from prunebench.engine import prune
     from prunebench.evaluate import evaluation_windows, perplexity
     from prunebench.models import load_model
     from prunebench.sparsity import parse_sparsity

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from prunebench.engine import decoder_layers, default_device, prunable_linears, zero_fraction
+from prunebench.walk import decoder_layers, default_device, prunable_linears
 from prunebench.errors import UsageError
 
 
@@ -77,6 +77,15 @@ def perplexity(
         tokens=windows.numel(),
         seconds=seconds,
     )
+
+
+def zero_fraction(linears) -> float:
+    """Fraction of zero weights over the given linears."""
+    zeros = total = 0
+    for linear in linears:
+        zeros += int((linear.weight == 0).sum())
+        total += linear.weight.numel()
+    return zeros / total if total else 0.0
 
 
 def measured_sparsity(model) -> dict:

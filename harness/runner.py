@@ -83,7 +83,7 @@ class _ModelSession:
     """One loaded model with its dense weights kept in memory, and token caches."""
 
     def __init__(self, cell: Cell, config: BenchmarkConfig):
-        from prunebench.engine import decoder_layers, prunable_linears
+        from prunebench.walk import decoder_layers, prunable_linears
         from prunebench.models import load_model
 
         self.source = cell.model.source
@@ -159,7 +159,7 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
              fail_fast: bool = False, progress: bool = True, echo=tqdm.write) -> RunSummary:
     """Run every selected cell not already finished with the same content hash."""
-    from prunebench.engine import default_device
+    from prunebench.walk import default_device
 
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})

@@ -7,7 +7,7 @@ import torch
 import prunebench
 from prunebench import registry
 from prunebench.data import evaluation_text, tokenize_text
-from prunebench.engine import decoder_layers, prunable_linears
+from prunebench.walk import decoder_layers, prunable_linears
 from prunebench.evaluate import perplexity
 from prunebench.models import load_model
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import prunebench
-from prunebench.engine import capture_layer_inputs, decoder_layers, forward_through_layers, prunable_linears
+from prunebench.bench import forward_through_layers
+from prunebench.walk import capture_inputs, decoder_layers, prunable_linears
 from prunebench.errors import UsageError
 from prunebench.masks import lowest_per_row
 
@@ -25,7 +26,7 @@ def test_finds_layers_and_linears_without_model_name_checks(tiny_llama, tiny_opt
 
 def test_captured_inputs_equal_the_models_own_layer_inputs(tiny_llama, tiny_calibration):
     model = tiny_llama[0]
-    captured = capture_layer_inputs(model, tiny_calibration, batch_size=3, device=torch.device("cpu"))
+    captured = capture_inputs(model, tiny_calibration, batch_size=3, device=torch.device("cpu"))
     with torch.no_grad():
         reference = model(tiny_calibration, output_hidden_states=True).hidden_states[0]
     assert torch.allclose(torch.cat(captured.hidden), reference)

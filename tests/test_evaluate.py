@@ -51,7 +51,7 @@ def test_windows_drop_the_tail_and_respect_the_cap():
 
 def test_measured_sparsity_counts_zeros(tiny_llama):
     model = tiny_llama[0]
-    from prunebench.engine import decoder_layers
+    from prunebench.walk import decoder_layers
 
     decoder_layers(model)[1].mlp.down_proj.weight.data.zero_()
     measured = measured_sparsity(model)

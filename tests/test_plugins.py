@@ -7,7 +7,7 @@ import torch
 
 import prunebench
 from prunebench import PruningMethod, hookimpl, registry
-from prunebench.engine import decoder_layers
+from prunebench.walk import decoder_layers
 from prunebench.errors import UsageError
 from prunebench.masks import lowest_per_row
 
@@ -33,9 +33,9 @@ def test_readme_example_loads_from_its_entry_point_and_prunes(installed_example,
     assert registered["wanda-sq"].plugin == "wanda-sq"
     dense = decoder_layers(tiny_llama[0])[0].self_attn.q_proj.weight.clone()
     # Known answer for layer 0 (its inputs do not depend on pruning): |W| * sum x^2, per row.
-    from prunebench.engine import capture_layer_inputs
+    from prunebench.walk import capture_inputs
 
-    captured = capture_layer_inputs(tiny_llama[0], tiny_calibration, 8, torch.device("cpu"))
+    captured = capture_inputs(tiny_llama[0], tiny_calibration, 8, torch.device("cpu"))
     layer = decoder_layers(tiny_llama[0])[0]
     with torch.no_grad():
         x = layer.input_layernorm(torch.cat(captured.hidden)).reshape(-1, dense.shape[1])

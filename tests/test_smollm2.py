@@ -8,7 +8,7 @@ import torch
 
 import prunebench
 from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-from prunebench.engine import decoder_layers, prunable_linears
+from prunebench.walk import decoder_layers, prunable_linears
 from prunebench.evaluate import perplexity
 from prunebench.models import load_model, save_pruned
 
