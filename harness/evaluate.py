@@ -21,13 +21,17 @@ class PerplexityResult:
     window_length: int
     tokens: int
     seconds: float
+    # Each window's mean token NLL, in window order: what the intervals in prunebench.uncertainty
+    # resample, and what pairs two methods evaluated on the same windows. Non-finite values stay
+    # here; the results store writes them as null. A tuple, so the default can be shared.
+    window_nlls: tuple[float, ...] = ()
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else float("inf")
 
-    def to_dict(self):
-        return asdict(self)
+    def to_dict(self) -> dict:
+        return dict(asdict(self), window_nlls=list(self.window_nlls))
 
 
 def evaluation_windows(token_ids: torch.Tensor, window_length: int, max_windows: int | None = None) -> torch.Tensor:
@@ -68,7 +72,8 @@ def perplexity(
         ).view(batch.shape[0], -1)
         window_nlls.append(nll.mean(dim=1).cpu())
     seconds = time.perf_counter() - start
-    mean_nll = torch.cat(window_nlls).double().mean().item()
+    per_window = torch.cat(window_nlls).double()
+    mean_nll = per_window.mean().item()
     return PerplexityResult(
         perplexity=math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else float("inf"),
         mean_nll=mean_nll,
@@ -76,6 +81,7 @@ def perplexity(
         window_length=window_length,
         tokens=windows.numel(),
         seconds=seconds,
+        window_nlls=tuple(per_window.tolist()),
     )
 
 

@@ -1,105 +1,240 @@
-"""Figures from benchmark records (PNG and SVG): perplexity against calibration length and against
-sparsity, and pruning time against perplexity."""
+"""Figures from benchmark records, each point with its error bar: perplexity against calibration
+length and against sparsity, and pruning time against perplexity (PNG and SVG, byte-stable)."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
 from prunebench.sparsity import parse_sparsity
 from prunebench.store import safe_name
+from prunebench.uncertainty import RESAMPLES
+
+MARKERS = "osD^vP*Xh<>p"
+# Fixed ids and no dates or versions in the files: an unchanged report leaves git clean.
+STABLE_RC = {"svg.hashsalt": "prunebench", "svg.fonttype": "path"}
+SVG_METADATA = {"Date": None, "Creator": None}
+PNG_METADATA = {"Software": None}
 
 
-def _points(records: list[dict]):
-    """(model, eval label, method, sparsity, seqlen, ppl, seconds) for each finished pruned cell."""
-    for record in records:
-        if record.get("status") not in ("ok", "diverged"):
-            continue
-        cell = record["cell"]
-        for label, result in (record.get("perplexity") or {}).items():
-            ppl = result.get("perplexity")
-            ppl = float("inf") if ppl is None else ppl
-            yield (cell["model"], label, cell["method"], cell.get("sparsity"), cell.get("seqlen"), ppl,
-                   (record.get("timings") or {}).get("total"))
+def _error(cell) -> tuple[float, float]:
+    """Distances below and above the value: the 95% interval, else the seed std, else none."""
+    if cell.has_interval:
+        return max(cell.value - cell.low, 0.0), max(cell.high - cell.value, 0.0)
+    if cell.std is not None:
+        return cell.std, cell.std
+    return 0.0, 0.0
 
 
-def _save(figure, out: Path, stem: str) -> list[Path]:
+def _sparsity_key(sparsity: str) -> tuple:
+    target = parse_sparsity(sparsity)
+    return (target.is_n_m, target.ratio, sparsity)
+
+
+def _sparsity_label(sparsity: str) -> str:
+    return sparsity if parse_sparsity(sparsity).is_n_m else f"{float(sparsity) * 100:g}%"
+
+
+def _style(methods: list[str]) -> dict[str, dict]:
+    """One colour and marker per method, the same in every figure of a report."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    return {m: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
+
+
+def _perplexity_axis(axes, label: str) -> None:
+    """Log scale with plain numbers at 1, 2, 5 x 10^k (and more when the range is narrow)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_yscale("log")
+    low, high = axes.get_ylim()
+    subs = (1.0, 2.0, 5.0) if high / low > 4 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set_ylabel(f"{label} perplexity (lower is better)")
+    axes.grid(True, which="major", axis="y", alpha=0.3)
+
+
+def _dense_line(axes, dense) -> None:
+    """The dense model's perplexity as a labelled horizontal line, its interval as a band."""
+    if dense is not None and dense.finite:
+        axes.axhline(dense.value, color="grey", linestyle="--", linewidth=1, label="dense", zorder=1)
+        axes.text(0.01, dense.value, f" dense {dense.value:.1f}", transform=axes.get_yaxis_transform(),
+                  va="bottom", ha="left", fontsize=7, color="dimgrey")
+        if dense.has_interval:
+            axes.axhspan(dense.low, dense.high, color="grey", alpha=0.12, linewidth=0, zorder=0)
+
+
+def _legend_outside(axes, handles=None) -> None:
+    """The legend to the right of the axes, where it covers no point."""
+    handles = handles if handles is not None else axes.get_legend_handles_labels()[0]
+    if handles:
+        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+
+
+def _caption(figure, cells: list) -> None:
+    """Say under the figure what the error bars are, or that there are none."""
+    with_interval = sum(1 for c in cells if c.has_interval)
+    with_std = sum(1 for c in cells if not c.has_interval and c.std is not None)
+    if with_interval == len(cells):
+        text = "error bars: 95% bootstrap interval (over evaluation windows, and seeds where several)"
+    elif with_interval or with_std:
+        text = ("error bars: 95% interval where recorded, else ± std over seeds; points without bars have "
+                "no per-window NLLs")
+    else:
+        text = "no error bars: these records carry no per-window NLLs (an older prunebench)"
+    figure.text(0.01, -0.01, text, fontsize=7, color="dimgrey", ha="left", va="top")
+
+
+def _save(plt, figure, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    figure.tight_layout()
-    for path in paths:
-        figure.savefig(path, dpi=120)
+    figure.savefig(paths[0], dpi=120, bbox_inches="tight", metadata=PNG_METADATA)
+    figure.savefig(paths[1], bbox_inches="tight", metadata=SVG_METADATA)
+    plt.close(figure)
     return paths
 
 
-def _label_axes(axes, xlabel: str, label: str, title: str) -> None:
-    axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(f"{label} perplexity (lower is better)")
-    axes.set_title(title)
-    axes.legend(fontsize=8)
-
-
-def write_plots(records: list[dict], out: "str | Path") -> list[Path]:
+def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPLES) -> list[Path]:
+    """Draw every figure into `out`; returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from prunebench.report import perplexity_cells
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    points = list(_points(records))
-    dense = {(m, label): ppl for m, label, method, _, _, ppl, _ in points if method == "dense"}
-    pruned = [p for p in points if p[2] != "dense" and math.isfinite(p[5])]
-
-    # Perplexity against calibration length, one figure per model, evaluation and sparsity.
-    series = defaultdict(lambda: defaultdict(list))
-    for model, label, method, sparsity, seqlen, ppl, _ in pruned:
-        series[(model, label, sparsity)][method].append((seqlen, ppl))
-    for (model, label, sparsity), by_method in sorted(series.items()):
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for method, values in sorted(by_method.items()):
-            values.sort()
-            axes.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=method)
-        if (model, label) in dense:
-            axes.axhline(dense[(model, label)], color="grey", linestyle="--", label="dense")
-        axes.set_xscale("log", base=2)
-        _label_axes(axes, "calibration length L (tokens)", label, f"{model}, sparsity {sparsity}")
-        written += _save(figure, out, f"ppl-vs-length_{safe_name(model)}_{safe_name(label)}_{safe_name(sparsity)}")
-        plt.close(figure)
-
-    # Perplexity against sparsity at the longest calibration length.
-    by_model = defaultdict(lambda: defaultdict(list))
-    longest = defaultdict(int)
-    for model, label, method, sparsity, seqlen, ppl, _ in pruned:
-        longest[(model, label)] = max(longest[(model, label)], seqlen or 0)
-    for model, label, method, sparsity, seqlen, ppl, _ in pruned:
-        if seqlen == longest[(model, label)]:
-            by_model[(model, label)][method].append((sparsity, ppl))
-    for (model, label), by_method in sorted(by_model.items()):
-        order = sorted({s for values in by_method.values() for s, _ in values},
-                       key=lambda s: (parse_sparsity(s).is_n_m, parse_sparsity(s).ratio, s))
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for method, values in sorted(by_method.items()):
-            values = dict(values)
-            xs = [i for i, s in enumerate(order) if s in values]
-            axes.plot(xs, [values[order[i]] for i in xs], marker="o", label=method)
-        axes.set_xticks(range(len(order)), order)
-        _label_axes(axes, "sparsity", label, f"{model}, L={longest[(model, label)]}")
-        written += _save(figure, out, f"ppl-vs-sparsity_{safe_name(model)}_{safe_name(label)}")
-        plt.close(figure)
-
-    # Pruning time against perplexity, every pruned cell.
-    scatter = defaultdict(lambda: defaultdict(list))
-    for model, label, method, sparsity, seqlen, ppl, seconds in pruned:
-        if seconds is not None:
-            scatter[(model, label)][method].append((seconds, ppl))
-    for (model, label), by_method in sorted(scatter.items()):
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for method, values in sorted(by_method.items()):
-            axes.scatter([v[0] for v in values], [v[1] for v in values], label=method)
-        axes.set_xscale("log")
-        _label_axes(axes, "pruning time (s)", label, model)
-        written += _save(figure, out, f"time-vs-ppl_{safe_name(model)}_{safe_name(label)}")
-        plt.close(figure)
+    cells = perplexity_cells(records, resamples)
+    style = _style(sorted({m for by_method in cells.values() for m in by_method if m != "dense"}))
+    times = _times(records)
+    with plt.rc_context(STABLE_RC):
+        for (model, label), by_method in sorted(cells.items()):
+            dense = by_method.get("dense", {}).get((None, None))
+            pruned = {m: {k: c for k, c in by_column.items() if c.finite} for m, by_column in by_method.items()
+                      if m != "dense"}
+            name = f"{safe_name(model)}_{safe_name(label)}"
+            for sparsity in sorted({s for by_column in pruned.values() for s, _ in by_column}, key=_sparsity_key):
+                figure = _against_length(plt, model, label, sparsity, pruned, dense, style)
+                written += _save(plt, figure, out, f"ppl-vs-length_{name}_{safe_name(sparsity)}")
+            if pruned:
+                written += _save(plt, _against_sparsity(plt, model, label, pruned, dense, style), out,
+                                 f"ppl-vs-sparsity_{name}")
+            timed = {m: {k: c for k, c in by_column.items() if (model, m) + k in times} for m, by_column in pruned.items()}
+            if any(timed.values()):
+                figure = _time_against_perplexity(plt, model, label, timed, times, dense, style)
+                written += _save(plt, figure, out, f"time-vs-ppl_{name}")
     return written
+
+
+def _times(records: list[dict]) -> dict:
+    """{(model, method, sparsity, seqlen): (mean total seconds over seeds, any seed contended)}."""
+    found = defaultdict(list)
+    for record in records:
+        if record.get("status") in ("ok", "diverged") and "timings" in record:
+            cell, load = record["cell"], record.get("load") or {}
+            contended = bool(record.get("contended", load.get("contended", False)))
+            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(
+                (record["timings"]["total"], contended))
+    return {k: (sum(t for t, _ in v) / len(v), any(c for _, c in v)) for k, v in found.items()}
+
+
+def _against_length(plt, model, label, sparsity, pruned, dense, style):
+    """Perplexity against calibration length at one sparsity; methods nudged apart so bars do not overlap."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    methods = [m for m in sorted(pruned) if any(s == sparsity for s, _ in pruned[m])]
+    lengths = sorted({seqlen for m in methods for s, seqlen in pruned[m] if s == sparsity})
+    for index, method in enumerate(methods):
+        points = sorted((seqlen, cell) for (s, seqlen), cell in pruned[method].items() if s == sparsity)
+        nudge = 2 ** (0.05 * (index - (len(methods) - 1) / 2))
+        errors = list(zip(*[_error(c) for _, c in points]))
+        axes.errorbar([seqlen * nudge for seqlen, _ in points], [c.value for _, c in points], yerr=errors,
+                      capsize=3, linewidth=1.2, markersize=5, label=method, zorder=3, **style[method])
+    _dense_line(axes, dense)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(lengths, [str(length) for length in lengths])
+    axes.xaxis.set_minor_locator(plt.NullLocator())
+    axes.set_xlabel("calibration length L (tokens)")
+    _perplexity_axis(axes, label)
+    axes.set_title(f"{model}, sparsity {_sparsity_label(sparsity)}")
+    _legend_outside(axes)
+    _caption(figure, [c for m in methods for (s, _), c in pruned[m].items() if s == sparsity])
+    return figure
+
+
+def _against_sparsity(plt, model, label, pruned, dense, style):
+    """One panel per calibration length; unstructured ratios and N:M patterns are separate groups on
+    the x axis, never joined by a line (a 2:4 mask is not "more sparse" than 50%)."""
+    lengths = sorted({seqlen for by_column in pruned.values() for _, seqlen in by_column})
+    order = sorted({s for by_column in pruned.values() for s, _ in by_column}, key=_sparsity_key)
+    families = [[s for s in order if parse_sparsity(s).is_n_m == n_m] for n_m in (False, True)]
+    figure, panels = plt.subplots(1, len(lengths), figsize=(2.2 + 2.4 * len(lengths), 4.2), sharey=True, squeeze=False)
+    for panel, seqlen in zip(panels[0], lengths):
+        for index, method in enumerate(sorted(pruned)):
+            nudge = 0.06 * (index - (len(pruned) - 1) / 2)
+            labelled = False
+            for family in families:
+                points = [(order.index(s), pruned[method][(s, seqlen)]) for s in family if (s, seqlen) in pruned[method]]
+                if not points:
+                    continue
+                errors = list(zip(*[_error(c) for _, c in points]))
+                panel.errorbar([x + nudge for x, _ in points], [c.value for _, c in points], yerr=errors, capsize=3,
+                               linewidth=1.2, markersize=5, label=None if labelled else method, zorder=3, **style[method])
+                labelled = True
+        _dense_line(panel, dense)
+        if all(families):  # a rule between the unstructured and the N:M group
+            panel.axvline(len(families[0]) - 0.5, color="black", linewidth=0.8, linestyle=":")
+        panel.set_xticks(range(len(order)), [_sparsity_label(s) for s in order])
+        panel.set_xlim(-0.6, len(order) - 0.4)
+        panel.set_xlabel("sparsity")
+        panel.set_title(f"L={seqlen}")
+    _perplexity_axis(panels[0][0], label)
+    for panel in panels[0][1:]:
+        panel.set_ylabel("")
+    figure.suptitle(model)
+    _legend_outside(panels[0][-1])
+    _caption(figure, [c for by_column in pruned.values() for c in by_column.values()])
+    return figure
+
+
+def _time_against_perplexity(plt, model, label, timed, times, dense, style):
+    """Colour is the method, marker shape the sparsity; hollow markers are contended timings."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    order = sorted({s for by_column in timed.values() for s, _ in by_column}, key=_sparsity_key)
+    shapes = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(order)}
+    contended_any = False
+    for method, by_column in sorted(timed.items()):
+        for (sparsity, seqlen), cell in sorted(by_column.items(), key=lambda item: (_sparsity_key(item[0][0]), item[0][1])):
+            seconds, contended = times[(model, method, sparsity, seqlen)]
+            contended_any |= contended
+            colour = style[method]["color"]
+            axes.errorbar([seconds], [cell.value], yerr=[[e] for e in _error(cell)], marker=shapes[sparsity],
+                          color=colour, markerfacecolor="white" if contended else colour, linestyle="none",
+                          capsize=2, markersize=6, zorder=3)
+    _dense_line(axes, dense)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("pruning time (s, log scale)")
+    _perplexity_axis(axes, label)
+    axes.set_title(model)
+    handles = [Patch(color=style[m]["color"], label=m) for m in sorted(timed)]
+    handles += [Line2D([], [], color="black", marker=shapes[s], linestyle="none", label=f"sparsity {_sparsity_label(s)}")
+                for s in order]
+    if contended_any:
+        handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
+                              label="hollow: contended timing"))
+    if dense is not None and dense.finite:
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="dense"))
+    _legend_outside(axes, handles)
+    _caption(figure, [c for by_column in timed.values() for c in by_column.values()])
+    return figure
+
+
+__all__ = ["write_plots"]

@@ -9,6 +9,7 @@ from prunebench.errors import UsageError, did_you_mean
 
 OFFLINE_TASKS = Path(__file__).resolve().parent / "tasks"
 METRICS = ("acc", "acc_norm", "perplexity")
+ITEM_METRICS = ("acc", "acc_norm")  # 0/1 per item: what per-item correctness is kept for
 
 
 def task_manager(spec, data_dir: str | None = None):
@@ -57,8 +58,11 @@ def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) 
     manager, tasks = load_tasks(spec, data_dir)
     model.to(device)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
+    # log_samples gives each item's metrics, from which intervals and paired comparisons are made
+    # (prunebench.uncertainty); bootstrap_iters stays 0, since lm-eval bootstraps some metrics (the
+    # task perplexity) in a process pool, and its closed-form stderr of a mean is computed below.
     output = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=spec.num_fewshot, limit=spec.limit,
-                             task_manager=manager, log_samples=False, bootstrap_iters=0,
+                             task_manager=manager, log_samples=True, bootstrap_iters=0,
                              verbosity="ERROR")
     model.to("cpu")
     record = {}
@@ -66,6 +70,25 @@ def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) 
         metrics = output["results"].get(name, {})
         record[name] = {m: metrics[f"{m},none"] for m in METRICS if f"{m},none" in metrics}
         record[name]["samples"] = output.get("n-samples", {}).get(name, {}).get("effective")
+        record[name].update(item_results(output.get("samples", {}).get(name, [])))
     accuracies = [r["acc"] for r in record.values() if "acc" in r]
     record["mean_acc"] = statistics.fmean(accuracies) if accuracies else None
     return record
+
+
+def item_results(samples: list[dict]) -> dict:
+    """Per-item correctness in document order, {"correct": {metric: [0, 1, ...]}}, and each metric's
+    standard error by lm-eval's own formula for a mean ("acc_stderr", ...)."""
+    from lm_eval.api.metrics import mean_stderr
+
+    # One entry per document and filter; the reported metrics ("acc,none") are those of filter "none".
+    ordered = sorted((s for s in samples if s.get("filter", "none") == "none"), key=lambda s: s["doc_id"])
+    found: dict = {}
+    for metric in ITEM_METRICS:
+        values = [s[metric] for s in ordered if metric in s]
+        if not values or len(values) != len(ordered):
+            continue
+        found.setdefault("correct", {})[metric] = [int(v) if v in (0, 1) else float(v) for v in values]
+        if len(values) > 1:
+            found[f"{metric}_stderr"] = float(mean_stderr(values))
+    return found

@@ -1,4 +1,5 @@
 """Perplexity protocol (REFERENCE.md section 4) on a model with known outputs; memory measurement."""
+import json
 import math
 
 import pytest
@@ -66,3 +67,20 @@ def test_peak_memory_sees_a_temporary_allocation():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         del block
     assert memory.growth_bytes >= 48 * 2**20
+
+
+def test_window_nlls_are_kept_and_a_non_finite_one_is_null_in_json(tmp_path):
+    from prunebench.store import write_json_atomically
+
+    # Window 1 follows the rule (NLL -log 0.7), window 2 never does (-log 0.1).
+    ids = torch.tensor([0, 1, 2, 3, 0, 0, 0, 0, 0, 0])
+    result = perplexity(FixedLogits(vocab=4, p=0.7), ids, window_length=5)
+    assert result.to_dict()["window_nlls"] == pytest.approx([-math.log(0.7), -math.log(0.1)])
+    assert result.mean_nll == pytest.approx(sum(result.window_nlls) / 2)
+    # p = 1 leaves probability 0 (NLL infinity) for every other token: window 2 diverges.
+    diverged = perplexity(FixedLogits(vocab=4, p=1.0), ids, window_length=5)
+    assert diverged.window_nlls[0] == pytest.approx(0.0, abs=1e-6) and math.isinf(diverged.window_nlls[1])
+    path = tmp_path / "record.json"
+    write_json_atomically(path, diverged.to_dict())
+    stored = json.loads(path.read_text())
+    assert stored["window_nlls"][1] is None and stored["perplexity"] is None

@@ -174,25 +174,27 @@ def test_tables_equal_the_records_and_plots_are_written(tmp_path):
     quiet_run(config, results)
     text = write_report(results, "github", tmp_path / "report")
     records = ResultsStore(results).records()
-    table = text.split("\n\n")[1]
-    rows = {line.split("|")[1].strip(): [c.strip().strip("*") for c in line.split("|")[2:-1]]
+    assert text.startswith("How to read these tables")
+    table = text.split("pydoc-32x2 perplexity (lower is better)\n\n")[1].split("\n\n")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in table.splitlines()[2:]}
     for record in records:
         method, seqlen = record["cell"]["method"], record["cell"]["seqlen"]
         value = f"{record['perplexity']['pydoc-32x2']['perplexity']:.2f}"
         column = 0 if method == "dense" or seqlen == 16 else 1
-        assert rows[method][column] == value
-    best = min(float(rows[m][0]) for m in ("wanda", "magnitude"))
-    assert f"**{best:.2f}**" in table
+        # The record's value, bold or with a dagger when it is the best, then its 95% interval.
+        assert re.fullmatch(rf"(\*\*)?{re.escape(value)}(\*\*|†)? \[[0-9.]+, [0-9.]+\]", rows[method][column])
+    best = min(float(rows[m][0].split()[0].strip("*†")) for m in ("wanda", "magnitude"))
+    assert f"**{best:.2f}**" in table or f"{best:.2f}†" in table
     pictures = sorted(p.name for p in (tmp_path / "report").iterdir())
     for stem in ("ppl-vs-length_tiny-llama_pydoc-32x2_0.5", "ppl-vs-sparsity_tiny-llama_pydoc-32x2",
                  "time-vs-ppl_tiny-llama_pydoc-32x2"):
         for suffix in (".png", ".svg"):
             assert stem + suffix in pictures and (tmp_path / "report" / (stem + suffix)).stat().st_size > 1000
     latex = write_report(results, "latex", tmp_path / "latex")
-    assert "\\textbf{" in latex and "$\\downarrow$" in latex
+    assert "\\textbf{" in latex and "$\\downarrow$" in latex and "\\begin{itemize}" in latex
     csv_text = write_report(results, "csv", tmp_path / "csv")
-    assert "method,50% L=16,50% L=32" in csv_text
+    assert "method,50% L=16,50% L=16 low,50% L=16 high,50% L=16 std,50% L=16 mark,50% L=32" in csv_text
 
 
 def test_the_leaderboard_is_rebuilt_from_records(tmp_path):

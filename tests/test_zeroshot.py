@@ -42,6 +42,12 @@ def test_lm_eval_runs_the_offline_task_on_the_in_memory_model(tiny_llama, corpus
     assert record[TASK]["samples"] == 6
     assert 0.0 <= record[TASK]["acc"] <= 1.0 and record[TASK]["perplexity"] > 1
     assert record["mean_acc"] == record[TASK]["acc"]
+    # Per-item correctness, in document order, averages to the accuracy; the stderr is of that mean.
+    correct = record[TASK]["correct"]["acc"]
+    assert len(correct) == 6 and set(correct) <= {0, 1}
+    p = sum(correct) / 6
+    assert p == pytest.approx(record[TASK]["acc"])
+    assert record[TASK]["acc_stderr"] == pytest.approx((p * (1 - p) / 5) ** 0.5)
 
 
 def test_grid_records_and_report_columns(tmp_path, corpus):
