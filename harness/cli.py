@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from prunebench.errors import UsageError
+from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,13 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--num-fewshot", type=int, default=0)
     prune.add_argument("--tasks-batch-size", type=_positive, default=8)
     prune.add_argument("--tasks-path", default=None, help="extra directory of lm-eval task YAMLs")
-    prune.add_argument("--propagate", choices=("pruned", "dense"), default="pruned")
-    prune.add_argument("--allocation", choices=("uniform", "owl"), default="uniform", help="layer-wise sparsity")
+    prune.add_argument("--propagate", choices=PROPAGATIONS, default="pruned")
+    prune.add_argument("--allocation", choices=ALLOCATIONS, default="uniform", help="layer-wise sparsity")
     prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
     prune.add_argument("--batch-size", type=_positive, default=8)
     prune.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    prune.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    prune.add_argument("--dtype", default="float32", choices=DTYPES)
     prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")

@@ -27,6 +27,7 @@ def run_prune(args, method_args: dict) -> dict:
     from prunebench.engine import check_n_m_fits, prune
     from prunebench.evaluate import perplexity
     from prunebench.models import load_model, parse_dtype, save_pruned
+    from prunebench.walk import default_device, on_device
 
     method = registry.get_method(args.method)
     arguments = method.resolve_arguments(method_args)
@@ -47,7 +48,7 @@ def run_prune(args, method_args: dict) -> dict:
         tokenizer, calibration_documents(args.calib_dataset, args.data_dir), args.nsamples, args.seqlen, args.seed
     )
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
-    eval_device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    eval_device = device or default_device()
     tasks = None
     if args.tasks:
         from prunebench.config import TaskSpec
@@ -60,10 +61,9 @@ def run_prune(args, method_args: dict) -> dict:
     def evaluate():
         result = {}
         if eval_ids is not None:
-            model.to(eval_device)
-            result["perplexity"] = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows,
-                                              device=eval_device, progress=True)
-            model.to("cpu")
+            with on_device(model, eval_device):
+                result["perplexity"] = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows,
+                                                  device=eval_device, progress=True)
         if tasks:
             result["tasks"] = evaluate_tasks(model, tokenizer, tasks, eval_device, args.data_dir)
         return result

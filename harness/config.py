@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from prunebench.errors import UsageError
+from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
 
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
 MODEL_KEYS = {"alias", "id", "path"}
@@ -238,8 +239,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if isinstance(allocation, str):
             allocation = {"name": allocation}
         _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
-        if allocation.get("name", "uniform") not in ("uniform", "owl"):
-            errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use uniform or owl.")
+        if allocation.get("name", "uniform") not in ALLOCATIONS:
+            errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use one of {', '.join(ALLOCATIONS)}.")
         methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")),
                                   float(allocation.get("m", 5.0)), float(allocation.get("lambda", 0.08))))
 
@@ -297,11 +298,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     if device != "auto" and not device.startswith(("cpu", "cuda")):
         errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
     dtype = str(raw.get("dtype", "float32"))
-    if dtype not in ("float32", "float16", "bfloat16"):
-        errors.add(("dtype",), f"unknown dtype '{dtype}'; use float32, float16 or bfloat16.")
+    if dtype not in DTYPES:
+        errors.add(("dtype",), f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}.")
     propagate = str(raw.get("propagate", "pruned"))
-    if propagate not in ("pruned", "dense"):
-        errors.add(("propagate",), f"unknown propagation '{propagate}'; use pruned or dense.")
+    if propagate not in PROPAGATIONS:
+        errors.add(("propagate",), f"unknown propagation '{propagate}'; use one of {', '.join(PROPAGATIONS)}.")
     batch_size = _positive_int(errors, raw.get("batch_size", 8), ("batch_size",))
     for key in ("models", "methods", "sparsity"):
         if key in raw and not _as_list(raw[key]):

@@ -18,6 +18,7 @@ from prunebench.config import BenchmarkConfig
 from prunebench.errors import UsageError
 from prunebench.grid import Cell, content_hash, expand
 from prunebench.store import ResultsStore
+from prunebench.walk import decoder_layers, default_device, on_device, prunable_linears
 
 FILTER_KEYS = ("model", "method", "sparsity", "seqlen", "seed", "calibration", "nsamples")
 
@@ -83,7 +84,6 @@ class _ModelSession:
     """One loaded model with its dense weights kept in memory, and token caches."""
 
     def __init__(self, cell: Cell, config: BenchmarkConfig):
-        from prunebench.walk import decoder_layers, prunable_linears
         from prunebench.models import load_model
 
         self.source = cell.model.source
@@ -120,14 +120,11 @@ def _evaluate(session: _ModelSession, config: BenchmarkConfig, device: torch.dev
     from prunebench.evaluate import perplexity
 
     results = {}
-    session.model.to(device)
-    try:
+    with on_device(session.model, device):
         for spec in config.perplexity:
             tokens = session.evaluation_tokens(spec.dataset, config)
             result = perplexity(session.model, tokens, spec.seqlen, spec.max_windows, device=device, progress=progress)
             results[spec.label] = dict(result.to_dict(), dataset=spec.dataset)
-    finally:
-        session.model.to("cpu")
     return results
 
 
@@ -159,8 +156,6 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
              fail_fast: bool = False, progress: bool = True, echo=tqdm.write) -> RunSummary:
     """Run every selected cell not already finished with the same content hash."""
-    from prunebench.walk import default_device
-
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})
     device = default_device() if config.device == "auto" else torch.device(config.device)
