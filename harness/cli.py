@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
     report.add_argument("--format", choices=("github", "latex", "csv"), default="github")
     report.add_argument("--out", default=None, help="default: RESULTS_DIR/report")
+    report.add_argument("--reference", default="wanda",
+                        help="method every other is compared with by a paired bootstrap (default: wanda; 'none' for no comparison)")
 
     bench = commands.add_parser("bench", help="speed and memory benchmark of pruning and evaluation")
     bench.add_argument("--model", default="smollm2-135m")

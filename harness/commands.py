@@ -213,5 +213,6 @@ def run_report(args) -> int:
         if not Path("benchmarks.yaml").exists():
             raise UsageError("Give the results directory: prunebench report DIR.")
         results_dir = _results_dir(load_config("benchmarks.yaml"), None)
-    print(write_report(results_dir, args.format, args.out))
+    reference = None if args.reference.lower() == "none" else args.reference
+    print(write_report(results_dir, args.format, args.out, reference=reference))
     return 0

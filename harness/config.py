@@ -281,7 +281,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         dataset = str(entry.get("dataset", ""))
         _check_dataset(errors, dataset, where + ("dataset",))
         perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),
-                                         _positive_int(errors, entry.get("max_windows"), where + ("max_windows",), True)))
+                                         _window_cap(errors, entry.get("max_windows"), where + ("max_windows",))))
     tasks_raw = evaluation.get("tasks") or {}
     if isinstance(tasks_raw, list):
         tasks_raw = {"names": tasks_raw}
@@ -313,6 +313,15 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
                            perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path)
+
+
+def _window_cap(errors, value, where):
+    """A positive window count, or `all` (also the default) for every window of the split."""
+    if value is None or value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.add(where, f"must be a positive integer or all, not {value!r}.")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _non_negative_int(errors, value, where):

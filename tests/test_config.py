@@ -119,3 +119,10 @@ def test_the_shipped_benchmarks_file_is_valid():
     from prunebench import registry
 
     assert {m.method for m in config.methods} == set(registry.registered("register_methods"))
+
+
+def test_max_windows_all_means_every_window(tmp_path):
+    config = load_config(write(tmp_path, GOOD.replace("max_windows: 4", "max_windows: all")))
+    assert config.perplexity[0].max_windows is None
+    with pytest.raises(UsageError, match="max_windows: must be a positive integer or all, not 'most'"):
+        load_config(write(tmp_path, GOOD.replace("max_windows: 4", "max_windows: most")))
