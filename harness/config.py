@@ -9,12 +9,15 @@ from typing import Any
 
 import yaml
 
-from prunebench.errors import UsageError
+from prunebench import registry
+from prunebench.errors import UsageError, did_you_mean
 from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
+from prunebench.sparsity import parse_sparsity
 
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
-MODEL_KEYS = {"alias", "id", "path"}
-METHOD_KEYS = {"method", "label", "args", "allocation"}
+RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
+MODEL_KEYS = {"alias", "id", "path", "methods"} | RESTRICTION_KEYS
+METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
 EVALUATION_KEYS = {"perplexity", "tasks", "data_dir"}
@@ -23,9 +26,24 @@ TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
 
 @dataclass(frozen=True)
+class Restriction:
+    """A subset of the grid's axes for one model or method entry (None: every value)."""
+
+    methods: tuple[str, ...] | None = None  # method labels (models only)
+    sparsities: tuple[str, ...] | None = None
+    lengths: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def allows(self, method: str | None, sparsity: str, length: int, seed: int) -> bool:
+        return ((self.methods is None or method in self.methods) and (self.sparsities is None or sparsity in self.sparsities)
+                and (self.lengths is None or length in self.lengths) and (self.seeds is None or seed in self.seeds))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     label: str
     source: str  # what load_model takes: alias, directory, .gguf or hub id
+    only: Restriction = Restriction()
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,7 @@ class MethodSpec:
     allocation: str = "uniform"
     owl_m: float = 5.0
     owl_lambda: float = 0.08
+    only: Restriction = Restriction()
 
 
 @dataclass(frozen=True)
@@ -180,10 +199,6 @@ def load_config(path: "str | Path") -> BenchmarkConfig:
 
 
 def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None) -> BenchmarkConfig:
-    from prunebench import registry
-    from prunebench.errors import did_you_mean
-    from prunebench.sparsity import parse_sparsity
-
     errors = _Errors(name, lines or {})
     if not isinstance(raw, dict):
         errors.add((), "the top level must be a mapping with suite, models, methods, sparsity, calibration, evaluation.")
@@ -210,7 +225,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
             if close:
                 errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
-        models.append(ModelSpec(label=str(entry.get("alias") or source), source=source))
+        models.append(ModelSpec(label=str(entry.get("alias") or source), source=source, only=_restriction(entry)))
 
     methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
@@ -242,7 +257,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if allocation.get("name", "uniform") not in ALLOCATIONS:
             errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use one of {', '.join(ALLOCATIONS)}.")
         methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")),
-                                  float(allocation.get("m", 5.0)), float(allocation.get("lambda", 0.08))))
+                                  float(allocation.get("m", 5.0)), float(allocation.get("lambda", 0.08)),
+                                  _restriction(entry)))
 
     sparsities = []
     for i, value in enumerate(_as_list(raw.get("sparsity", []))):
@@ -307,12 +323,45 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     for key in ("models", "methods", "sparsity"):
         if key in raw and not _as_list(raw[key]):
             errors.add((key,), "must not be empty.")
+    _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
     errors.raise_if_any()
     data_dir = evaluation.get("data_dir")
     if data_dir and path is not None and not Path(data_dir).is_absolute():
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
                            perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path)
+
+
+def _restriction(entry: dict) -> Restriction:
+    def values(key, convert):
+        return None if key not in entry else tuple(convert(v) for v in _as_list(entry[key]))
+
+    def sparsity(value):
+        try:
+            return str(parse_sparsity(value))
+        except UsageError:
+            return str(value)
+
+    return Restriction(values("methods", str), values("sparsity", sparsity), values("lengths", lambda v: v),
+                       values("seeds", lambda v: v))
+
+
+def _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds) -> None:
+    """Each entry's `methods`/`sparsity`/`lengths`/`seeds` must pick from the grid's own values."""
+    axes = {"methods": [m.label for m in methods], "sparsity": sparsities, "lengths": lengths, "seeds": seeds}
+    for section, specs in (("models", models), ("methods", methods)):
+        entries = _as_list(raw.get(section, []))
+        for i, spec in enumerate(specs):
+            only = spec.only
+            chosen = {"methods": only.methods, "sparsity": only.sparsities, "lengths": only.lengths, "seeds": only.seeds}
+            for key, picked in chosen.items():
+                if picked is None:
+                    continue
+                unknown = [v for v in picked if v not in axes[key]]
+                if unknown or not picked:
+                    index = i if i < len(entries) else len(entries) - 1
+                    errors.add((section, index, key), f"{', '.join(map(repr, unknown)) or 'an empty list'} is not among "
+                               f"the grid's {key} ({', '.join(map(str, axes[key]))}); pick from those.")
 
 
 def _window_cap(errors, value, where):

@@ -57,7 +57,8 @@ class Cell:
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:
-    """Dense baselines first (one per model), then models x methods x sparsity x lengths x seeds."""
+    """Dense baselines first (one per model), then models x methods x sparsity x lengths x seeds,
+    less what a model or method entry leaves out with its own methods/sparsity/lengths/seeds."""
     cells = []
     for model in config.models:
         cells.append(Cell(config.suite, model, None, None, None, None, None, None))
@@ -65,8 +66,10 @@ def expand(config: BenchmarkConfig) -> list[Cell]:
             for sparsity in config.sparsities:
                 for seqlen in config.lengths:
                     for seed in config.seeds:
-                        cells.append(Cell(config.suite, model, method, sparsity, config.calibration_dataset,
-                                          config.nsamples, seqlen, seed))
+                        if model.only.allows(method.label, sparsity, seqlen, seed) and \
+                                method.only.allows(None, sparsity, seqlen, seed):
+                            cells.append(Cell(config.suite, model, method, sparsity, config.calibration_dataset,
+                                              config.nsamples, seqlen, seed))
     return cells
 
 

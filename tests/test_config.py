@@ -63,7 +63,7 @@ device: tpu
     expected = [
         "bench.yaml:2: modles: unknown key 'modles'. Did you mean: models?",
         "bench.yaml:4: models[0].alias: unknown model alias 'tiny-lama'. Did you mean: tiny-llama?",
-        "bench.yaml:6: methods[0].method: Unknown method 'wandaa'. Did you mean: wanda?",
+        "bench.yaml:6: methods[0].method: Unknown method 'wandaa'. Did you mean: wanda",
         "bench.yaml:8: methods[1].args: Unknown argument(s) alpha for method 'wanda'",
         "bench.yaml:10: methods[2].label: label 'wanda' is used twice",
         "bench.yaml:11: sparsity[0]: Bad sparsity '1.5'",
@@ -126,3 +126,18 @@ def test_max_windows_all_means_every_window(tmp_path):
     assert config.perplexity[0].max_windows is None
     with pytest.raises(UsageError, match="max_windows: must be a positive integer or all, not 'most'"):
         load_config(write(tmp_path, GOOD.replace("max_windows: 4", "max_windows: most")))
+
+
+def test_model_and_method_entries_can_run_part_of_the_grid(tmp_path):
+    text = GOOD.replace("  - alias: tiny-llama\n", "  - alias: tiny-llama\n  - {alias: tiny-opt, methods: [wanda], sparsity: [0.5], seeds: [0]}\n")
+    text = text.replace("  - label: mag\n    method: magnitude\n", "  - {label: mag, method: magnitude, lengths: [16], seeds: [0]}\n")
+    cells = expand(load_config(write(tmp_path, text)))
+    llama = [c for c in cells if c.model.label == "tiny-llama" and c.method]
+    opt = [c for c in cells if c.model.label == "tiny-opt" and c.method]
+    assert len(llama) == 2 * 2 * 2 + 2  # wanda: 2 sparsities x 2 lengths x 2 seeds; mag: 2 sparsities
+    assert {(c.method_label, c.sparsity, c.seqlen, c.seed) for c in opt} == {("wanda", "0.5", 16, 0), ("wanda", "0.5", 32, 0)}
+    bad = text.replace("methods: [wanda], sparsity: [0.5]", "methods: [wandaa], sparsity: [0.7]")
+    with pytest.raises(UsageError) as caught:
+        load_config(write(tmp_path, bad))
+    assert "'wandaa' is not among the grid's methods" in str(caught.value)
+    assert "'0.7' is not among the grid's sparsity" in str(caught.value)
