@@ -4,9 +4,15 @@ from __future__ import annotations
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.method import Accumulator, LinearContext, PruningMethod, RunningMean, Statistic
+from prunebench.pruned_models import register_when_transformers_loads
+from prunebench.structured_method import LayerAllocation, LayerEvidence, LayerScores, StructuredMethod
 from prunebench.sparsity import SparsityTarget, parse_sparsity
 
 __version__ = "0.1.0"
+
+# Structurally pruned models with per-layer shapes load through AutoModelForCausalLM after
+# `import prunebench`; registration waits for transformers so that `--help` stays torch-free.
+register_when_transformers_loads()
 
 
 def prune(model, method, sparsity, calibration, **method_args):
@@ -23,4 +29,5 @@ def prune(model, method, sparsity, calibration, **method_args):
 __all__ = [
     "Accumulator", "LinearContext", "PruningMethod", "RunningMean", "SparsityTarget", "Statistic", "UsageError",
     "hookimpl", "parse_sparsity", "prune", "__version__",
+    "LayerAllocation", "LayerEvidence", "LayerScores", "StructuredMethod",
 ]

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # type names only: importing them here would load torch for `
     from prunebench.method import PruningMethod, Statistic
     from prunebench.models import ModelAlias
     from prunebench.sparsity import SparsityTarget
+    from prunebench.structured_method import LayerAllocation, StructuredMethod
 
 hookspec = pluggy.HookspecMarker("prunebench")
 hookimpl = pluggy.HookimplMarker("prunebench")
@@ -65,4 +66,27 @@ def register_models(register: Callable[[ModelAlias], None]) -> None:
     """Register model aliases: call ``register(alias)`` with a `prunebench.models.ModelAlias`.
 
     An alias has a name, a description and a loader that returns (model, tokenizer) in a dtype.
+    """
+
+
+@hookspec
+def register_structured_methods(register: Callable[[StructuredMethod], None]) -> None:
+    """Register structured pruning methods: call ``register(method)`` with a `prunebench.StructuredMethod`.
+
+    A structured method returns one score per coupled structure of a decoder layer (a key/value
+    head group with its query heads and o_proj columns, an FFN channel with its gate/up rows and
+    down_proj column, or the whole layer) from `StructuredMethod.score_layer`; the host turns the
+    scores and the budget (a fraction of the prunable parameters) into a selection through a layer
+    allocation, and removes the structures physically.
+    """
+
+
+@hookspec
+def register_allocations(register: Callable[[LayerAllocation], None]) -> None:
+    """Register layer allocations: call ``register(allocation)`` with a `prunebench.LayerAllocation`.
+
+    An allocation decides how many structures of each kind each decoder layer loses
+    (`LayerAllocation.allocate`), from the budget, each layer's structure counts and sizes, and the
+    method's scores and layer importances: uniform, FLAP's global ranking, CFSP's sigmoid of block
+    importance, SAAP's importance-ranked layers.
     """

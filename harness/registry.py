@@ -29,6 +29,10 @@ DEFAULT_PLUGINS = (
     "prunebench.baselines.ria",
     "prunebench.baselines.sparsegpt",
     "prunebench.plugins.ace",
+    "prunebench.structured_allocation",
+    "prunebench.baselines.structured",
+    "prunebench.plugins.cfsp",
+    "prunebench.plugins.saap",
 )
 
 
@@ -173,6 +177,27 @@ def get_method(name: str) -> Any:
 def get_statistic(name: str) -> Any:
     """The registered `Statistic` called `name`."""
     return lookup("register_statistics", "statistic", name)
+
+
+def get_structured_method(name: str) -> Any:
+    """The registered `StructuredMethod` called `name`."""
+    return lookup("register_structured_methods", "structured method", name)
+
+
+def get_allocation(name: str) -> Any:
+    """The registered `LayerAllocation` called `name`."""
+    return lookup("register_allocations", "allocation", name)
+
+
+def is_structured(name: str) -> bool:
+    """Whether `name` is a structured method; a name that is neither kind fails with 'Did you mean'."""
+    structured = registered("register_structured_methods")
+    if name in structured:
+        return True
+    methods = registered("register_methods")
+    if name not in methods:
+        raise did_you_mean("method", name, [*methods, *structured])
+    return False
 
 
 def make_mask(scores: Any, target: Any, group: str) -> Any:

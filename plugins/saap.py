@@ -1,0 +1,122 @@
+"""SAAP (Zheng et al. 2024; REFERENCE.md section 6), a plugin: coupled heads and FFN channels scored
+from LM-loss gradients, vector-wise |sum w g| and element-wise sum |w g|, fused with homoscedastic
+uncertainty weights; importance-ranked layer selection; optional LoRA recovery (peft), off by default.
+
+Uncertainty weights: the fused score I = I_vec / (2 s1^2) + I_elem / (2 s2^2) + log(s1 s2) with
+learned noise scales. Minimising the summed fused loss over the structures of a kind in s1, s2 has
+the closed form s_k^2 = mean of I_k over those structures (what gradient descent on the learned
+scales converges to), so the scales are fitted that way, model-wide per kind; the log term is then
+one constant per kind and leaves every ranking unchanged.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from prunebench.baselines.structured import BOTH_KINDS, vector_and_element
+from prunebench.errors import UsageError
+from prunebench.hookspecs import hookimpl
+from prunebench.structured_allocation import mean_preserving_ratios
+from prunebench.structured_method import LayerAllocation, LayerScores, StructuredMethod
+
+
+def uncertainty_fusion(vector: torch.Tensor, element: torch.Tensor, vector_scale2: float,
+                       element_scale2: float) -> torch.Tensor:
+    """I_vec / (2 s1^2) + I_elem / (2 s2^2) + log(s1 s2)."""
+    return vector / (2 * vector_scale2) + element / (2 * element_scale2) + 0.5 * math.log(vector_scale2 * element_scale2)
+
+
+class SAAP(StructuredMethod):
+    name = "saap"
+    description = ("heads + FFN channels: gradient vector- and element-wise importance fused by homoscedastic "
+                   "uncertainty; importance-ranked layers; optional LoRA recovery (recover_tokens > 0)")
+    needs_gradients = True
+    allocation = "saap-rank"
+    arguments = {"protect": 0.25, "checkpointing": False, "recover_tokens": 0, "lora_rank": 8, "lora_lr": 1e-4}
+
+    def score_layer(self, evidence, **args):
+        both = vector_and_element(evidence.structure)
+        return LayerScores(extras={f"{kind}_{reading}": both[kind][reading] for kind in BOTH_KINDS
+                                   for reading in ("vector", "element")})
+
+    def finalize(self, scores, **args):
+        for kind in BOTH_KINDS:
+            scales = {r: float(torch.cat([s.extras[f"{kind}_{r}"] for s in scores]).mean()) or 1.0
+                      for r in ("vector", "element")}
+            for layer in scores:
+                layer.scores[kind] = uncertainty_fusion(layer.extras[f"{kind}_vector"], layer.extras[f"{kind}_element"],
+                                                        scales["vector"], scales["element"])
+        for layer in scores:
+            layer.importance = float(sum(layer.scores[k].mean() for k in BOTH_KINDS) / len(BOTH_KINDS))
+        return scores
+
+    def recover(self, model, calibration, device, recover_tokens, lora_rank, lora_lr, **args):
+        if recover_tokens <= 0:
+            return None
+        return lora_recovery(model, calibration, device, recover_tokens, lora_rank, lora_lr)
+
+
+def lora_recovery(model, calibration: torch.Tensor, device: torch.device, tokens: int, rank: int, lr: float) -> dict:
+    """LoRA on every decoder linear for `tokens` calibration tokens (cycling the windows), merged back."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UsageError("LoRA recovery needs peft: pip install 'prunebench[recovery]'.") from None
+    start = time.perf_counter()
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    peft_model.train()
+    seen, steps, losses = 0, 0, []
+    with torch.enable_grad():
+        while seen < tokens:
+            for window in calibration:
+                batch = window.unsqueeze(0).to(device)
+                loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                losses.append(float(loss))
+                seen, steps = seen + batch.numel(), steps + 1
+                if seen >= tokens:
+                    break
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    if merged is not model:
+        raise RuntimeError("peft returned a different model object; the pruned model was not updated in place")
+    return {"tokens": seen, "steps": steps, "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
+            "seconds": round(time.perf_counter() - start, 2), "rank": rank, "lr": lr}
+
+
+def ranked_removal_ratios(importance: list[float], sparsity: float, protect: float) -> list[float]:
+    """Weights 1 for the least important (1 - protect) share of layers, 0 for the most important."""
+    if not 0 <= protect < 1:
+        raise UsageError(f"Bad saap.protect {protect}: the share of layers left whole must be in [0, 1).")
+    order = sorted(range(len(importance)), key=lambda i: (importance[i], i))
+    pruned = max(1, math.ceil(len(importance) * (1 - protect)))
+    weights = [0.0] * len(importance)
+    for index in order[:pruned]:
+        weights[index] = 1.0
+    return weights
+
+
+class RankedAllocation(LayerAllocation):
+    name = "saap-rank"
+    description = "SAAP: layers ranked by importance; the most important share (protect) stays whole, the rest share the budget"
+
+    def allocate(self, plan, protect=0.25, **args):
+        weights = ranked_removal_ratios([s.importance for s in plan.scores], plan.sparsity, protect)
+        return plan.counts_for_ratios(mean_preserving_ratios(plan, weights))
+
+
+@hookimpl
+def register_structured_methods(register):
+    register(SAAP())
+
+
+@hookimpl
+def register_allocations(register):
+    register(RankedAllocation())
