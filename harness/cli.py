@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
+    prune.add_argument("--speed-repeats", type=int, default=0, metavar="N",
+                       help="structured methods: time prefill/decode against dense, N interleaved repeats")
 
     commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
 

@@ -23,12 +23,19 @@ def run_prune(args, method_args: dict) -> dict:
     """Validate everything cheap first, then load, calibrate, evaluate, prune, evaluate, save."""
     import torch
 
-    from prunebench.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
+    from prunebench.data import calibration_windows, evaluation_text, evaluation_window_cap, resolve_dataset, tokenize_text
     from prunebench.engine import check_n_m_fits, prune
     from prunebench.evaluate import perplexity
     from prunebench.models import load_model, parse_dtype, save_pruned
+    from prunebench.provenance import run_provenance
     from prunebench.walk import default_device, on_device
 
+    if registry.is_structured(args.method):
+        from prunebench.structured_commands import run_structured_prune
+
+        return run_structured_prune(args, method_args)
+    if args.speed_repeats:
+        raise UsageError("--speed-repeats measures structured methods (a masked model runs at dense speed).")
     method = registry.get_method(args.method)
     arguments = method.resolve_arguments(method_args)
     target = parse_sparsity(args.sparsity)
@@ -44,11 +51,10 @@ def run_prune(args, method_args: dict) -> dict:
 
     model, tokenizer = load_model(args.model, dtype)
     check_n_m_fits(model, target)
-    calibration = sample_calibration(
-        tokenizer, calibration_documents(args.calib_dataset, args.data_dir), args.nsamples, args.seqlen, args.seed
-    )
+    calibration = calibration_windows(tokenizer, args.calib_dataset, args.nsamples, args.seqlen, args.seed, args.data_dir)
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
     eval_device = device or default_device()
+    eval_windows = evaluation_window_cap(args.eval_dataset, args.eval_windows) if args.eval_dataset else None
     tasks = None
     if args.tasks:
         from prunebench.config import TaskSpec
@@ -62,7 +68,7 @@ def run_prune(args, method_args: dict) -> dict:
         result = {}
         if eval_ids is not None:
             with on_device(model, eval_device):
-                result["perplexity"] = perplexity(model, eval_ids, args.eval_seqlen, args.eval_windows,
+                result["perplexity"] = perplexity(model, eval_ids, args.eval_seqlen, eval_windows,
                                                   device=eval_device, progress=True)
         if tasks:
             result["tasks"] = evaluate_tasks(model, tokenizer, tasks, eval_device, args.data_dir)
@@ -85,6 +91,10 @@ def run_prune(args, method_args: dict) -> dict:
         },
         "tasks": None if tasks is None else {"dense": dense.get("tasks"), "pruned": after["tasks"]},
         "report": report.to_dict(),
+        "provenance": run_provenance(method.name, device=eval_device, batch_size=args.batch_size,
+                                     calibration_dataset=args.calib_dataset,
+                                     evaluation_datasets=[args.eval_dataset] if args.eval_dataset else [],
+                                     data_dir=args.data_dir),
     }
     _print_summary(record, report)
     if args.json:
@@ -128,6 +138,8 @@ def _print_summary(record: dict, report) -> None:
         ["time: total", f"{report.timings['total']:.2f} s"],
         ["peak memory", f"{_mib(report.peak_memory_bytes)} ({report.device}; {_mib(report.memory_before_bytes)} before)"],
     ]
+    rows += [[name.replace("_", " "), f"{d['fraction']:.4f} ({d['count']} of {d['total']})"]
+             for name, d in report.diagnostics.items()]
     rows += [["note", note] for note in report.notes]
     print(tabulate(rows, tablefmt="plain"))
 
@@ -138,6 +150,12 @@ def run_list() -> None:
         ("Methods", "register_methods",
          lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()), ", ".join(m.statistics) or "-"],
          ["method", "plugin", "description", "arguments (defaults)", "statistics"]),
+        ("Structured methods (sparsity = fraction of prunable parameters removed; --arg allocation=, round_to=)",
+         "register_structured_methods",
+         lambda m: [", ".join(m.kinds), m.description, ", ".join(f"{k}={v}" for k, v in m.all_arguments().items())],
+         ["method", "plugin", "removes", "description", "arguments (defaults)"]),
+        ("Layer allocations (structured)", "register_allocations", lambda a: [a.description],
+         ["allocation", "plugin", "description"]),
         ("Statistics", "register_statistics", lambda s: [s.description], ["statistic", "plugin", "description"]),
         ("Datasets", "register_datasets", lambda d: [d.description], ["dataset", "plugin", "description"]),
         ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),

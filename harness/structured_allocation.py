@@ -137,6 +137,9 @@ class GlobalRanking(LayerAllocation):
                 continue  # each layer keeps at least one head and `round_to` channels
             removed[index][kind] += 1
             budget -= layer.unit_parameters[kind]
+        if budget > 0:
+            raise UsageError(f"Sparsity {plan.sparsity:g} would remove every attention head or FFN channel of some "
+                             "layers; lower the sparsity.")
         if "channels" in plan.kinds and plan.round_to > 1:
             for index, layer in enumerate(plan.layers):
                 total = layer.counts["channels"]

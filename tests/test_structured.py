@@ -1,0 +1,305 @@
+"""Structured pruning: known answers for every score and allocation on hand-made tensors, the host's
+budget rules, physical removal, save and reload with the same logits, the CLI, and a contract over
+every registered structured method on a tiny LLaMA."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import prunebench
+from prunebench import registry
+from prunebench.baselines.structured import block_influence
+from prunebench.cli import main
+from prunebench.errors import UsageError
+from prunebench.models import load_model
+from prunebench.plugins.cfsp import angular_importance, channel_scores, sigmoid_removal_ratios
+from prunebench.plugins.saap import ranked_removal_ratios, uncertainty_fusion
+from prunebench.pruned_models import save_structured
+from prunebench.structure import keep_channels, keep_heads, prunable_parameters, read_structure, read_structures
+from prunebench.structured_allocation import LayerBudget, Plan
+from prunebench.structured_engine import accumulate_gradients, structured_prune
+from prunebench.structured_method import LayerEvidence, LayerScores, StructuredMethod, group_sum
+
+METHODS = sorted(registry.registered("register_structured_methods"))
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return torch.randint(0, 256, (4, 24), generator=torch.Generator().manual_seed(0))
+
+
+def tiny_layer():
+    """A LLaMA layer: hidden 4, 2 kv groups of 2 query heads, head_dim 1, 3 FFN channels; weights = index."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    config = LlamaConfig(hidden_size=4, intermediate_size=3, num_attention_heads=4, num_key_value_heads=2, head_dim=1)
+    layer = LlamaDecoderLayer(config, 0)
+    for linear in layer.modules():
+        if isinstance(linear, nn.Linear):
+            linear.weight.data = torch.arange(linear.weight.numel(), dtype=torch.float32).reshape(linear.weight.shape)
+    return read_structure(0, layer)
+
+
+def test_group_sum_adds_each_structures_rows_and_columns():
+    s = tiny_layer()
+    ones = {name: torch.ones_like(linear.weight) for name, linear in s.linears.items()}
+    # A kv group: 2 q rows + 1 k row + 1 v row of width 4, and 2 o columns of height 4.
+    assert group_sum(s, ones, "heads").tolist() == [24.0, 24.0]
+    # A channel: one gate row and one up row of width 4, one down column of height 4.
+    assert group_sum(s, ones, "channels").tolist() == [12.0, 12.0, 12.0]
+    weights = {"o_proj": s.attention.o_proj.weight.data}  # o[i, j] = 4 i + j
+    assert group_sum(s, weights, "heads").tolist() == [sum(4 * i + j for i in range(4) for j in (0, 1)),
+                                                       sum(4 * i + j for i in range(4) for j in (2, 3))]
+
+
+def test_group_magnitude_is_the_l2_norm_of_the_group():
+    s = tiny_layer()
+    method = registry.get_structured_method("magnitude-sp")
+    scores = method.score_layer(LayerEvidence(0, s.layer, s)).scores
+    down = s.mlp.down_proj.weight
+    expected = math.sqrt(float(s.mlp.gate_proj.weight[1].square().sum() + s.mlp.up_proj.weight[1].square().sum()
+                               + down[:, 1].square().sum()))
+    assert scores["channels"][1].item() == pytest.approx(expected)
+
+
+def test_wanda_sp_weights_each_input_by_its_norm():
+    s = tiny_layer()
+    stats = {name: {"input_sq_norm": torch.full((linear.in_features,), 4.0)} for name, linear in s.linears.items()}
+    stats["down_proj"]["input_sq_norm"] = torch.tensor([1.0, 9.0, 0.0])
+    evidence = LayerEvidence(0, s.layer, s, stats=stats)
+    output = registry.get_structured_method("wanda-sp").score_layer(evidence, sides="output").scores["channels"]
+    assert output.tolist() == pytest.approx([1 * s.mlp.down_proj.weight[:, 0].sum().item(),
+                                             3 * s.mlp.down_proj.weight[:, 1].sum().item(), 0.0])
+    both = registry.get_structured_method("wanda-sp").score_layer(evidence, sides="both").scores["channels"]
+    rows = 2 * (s.mlp.gate_proj.weight[2].sum() + s.mlp.up_proj.weight[2].sum())
+    assert both[2].item() == pytest.approx(rows.item())
+
+
+def test_flap_scores_variance_times_column_norm_and_compensation_keeps_constant_inputs_exact():
+    s = tiny_layer()
+    x = torch.tensor([[1.0, 2.0, 5.0], [3.0, 2.0, 5.0], [5.0, 2.0, 5.0]])  # channel 1 and 2 are constant
+    moments = torch.stack([x.double().mean(0), x.double().var(0)])
+    stats = {"o_proj": {"input_moments": torch.zeros(2, 4, dtype=torch.float64)}, "down_proj": {"input_moments": moments}}
+    flap = registry.get_structured_method("flap")
+    scores = flap.score_layer(LayerEvidence(0, s.layer, s, stats=stats))
+    column = s.mlp.down_proj.weight[:, 0].double().square().sum()
+    assert scores.scores["channels"].tolist() == pytest.approx([4.0 * column.item(), 0.0, 0.0])
+    before = s.mlp.down_proj(x)
+    flap.compensate(s, {"channels": torch.tensor([1, 2])}, scores, compensate_bias=True)
+    keep_channels(s, torch.tensor([0]))
+    assert torch.allclose(s.mlp.down_proj(x[:, :1]), before, atol=1e-4)
+
+
+def test_taylor_vector_and_element_readings():
+    s = tiny_layer()
+    for linear in s.linears.values():
+        linear.weight.grad = torch.ones_like(linear.weight)
+    s.mlp.down_proj.weight.grad[:, 0] = -1.0  # channel 0: w g of opposite signs in rows and column
+    method = registry.get_structured_method("llm-pruner")
+    vector = method.score_layer(LayerEvidence(0, s.layer, s), reading="vector").scores["channels"]
+    element = method.score_layer(LayerEvidence(0, s.layer, s), reading="element").scores["channels"]
+    rows = float(s.mlp.gate_proj.weight[0].sum() + s.mlp.up_proj.weight[0].sum())
+    column = float(s.mlp.down_proj.weight[:, 0].sum())
+    assert vector[0].item() == pytest.approx(abs(rows - column))
+    assert element[0].item() == pytest.approx(rows + column)
+
+
+def test_layer_angles_and_block_influence():
+    a = [torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])]
+    b = [torch.tensor([[[0.0, 2.0], [3.0, 0.0]]])]  # one token turned 90 degrees, one kept
+    assert angular_importance(a, b) == pytest.approx(0.25)
+    assert block_influence(a, b) == pytest.approx(0.5)
+
+
+def test_cfsp_channel_scores_and_sigmoid_allocation():
+    norms = torch.tensor([1.0, 2.0])
+    gate = torch.tensor([[1.0, 1.0], [3.0, 3.0]])  # row L1 2, 6: relative 0.5, 1.5
+    up = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # 2, 2: 1, 1
+    down = torch.tensor([[1.0, 3.0], [-1.0, 3.0]])  # column L1 2, 6: 0.5, 1.5
+    assert channel_scores(norms, gate, up, down).tolist() == pytest.approx([2.0 / 3, 2 * 4.0 / 3])
+    ratios = sigmoid_removal_ratios([0.1, 0.2, 0.3], 0.4, 1.0, [1, 1, 1])
+    assert sum(ratios) / 3 == pytest.approx(0.4)
+    assert ratios[0] > ratios[1] > ratios[2]  # the most important layer loses least
+    assert ratios[1] == pytest.approx(0.4)
+
+
+def test_saap_fusion_and_closed_form_uncertainty_scales():
+    vector, element = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 6.0])
+    fused = uncertainty_fusion(vector, element, 2.0, 4.0)
+    assert fused.tolist() == pytest.approx([0.25 + 0.25 + 0.5 * math.log(8), 0.75 + 0.75 + 0.5 * math.log(8)])
+
+    def loss(scale2):  # summed fused loss of the vector-wise term as a function of s1^2
+        return float((vector / (2 * scale2) + 0.5 * math.log(scale2)).sum())
+
+    best = float(vector.mean())  # the closed form: the mean importance
+    assert loss(best) < loss(best * 1.1) and loss(best) < loss(best * 0.9)
+    weights = ranked_removal_ratios([0.3, 0.1, 0.2, 0.4], 0.5, protect=0.25)
+    assert weights == [1.0, 1.0, 1.0, 0.0]  # the most important layer (0.4) stays whole
+
+
+def plan(sparsity, kinds=("heads", "channels"), round_to=1, heads=3, channels=10):
+    layer = LayerBudget({"heads": heads, "channels": channels}, {"heads": 30, "channels": 9}, heads * 30 + channels * 9)
+    return Plan(sparsity, kinds, [layer, layer], [LayerScores(), LayerScores()], round_to)
+
+
+def test_counts_round_heads_and_let_channels_make_up_the_budget():
+    counts = plan(0.5).counts_for_ratios([0.5, 0.5])
+    # 180 parameters: 2 of 3 heads (60) go by rounding 1.5 up, channels then cover 30 more: 3 of 10.
+    assert counts == [{"heads": 2, "channels": 3}] * 2
+    assert plan(0.5, round_to=4).counts_for_ratios([0.5, 0.5])[0]["channels"] == 2  # kept 7 -> 8
+    assert plan(0.3, kinds=("channels",)).counts_for_ratios([0.3, 0.3])[0] == {"channels": 6}  # 54 / 9
+    with pytest.raises(UsageError, match="every attention head of layer 0"):
+        plan(0.9).counts_for_ratios([0.9, 0.9])
+
+
+def test_capped_ratios_keep_the_mean_and_refuse_the_impossible():
+    p = plan(0.5, kinds=("channels",))
+    ratios = p.capped([0.1, 0.7])  # a channels-only layer can lose at most 81 of 180 parameters
+    assert ratios == pytest.approx([0.35, 0.45])
+    with pytest.raises(UsageError, match="cannot be reached"):
+        p.capped([0.5, 0.5])
+
+
+def test_physical_removal_matches_masking(tiny_llama):
+    model, _ = tiny_llama
+    structure = read_structures(model)[0]
+    x = torch.randn(1, 5, 64)
+    attention = structure.attention
+    with torch.no_grad():
+        reference_o = attention.o_proj.weight.clone()
+        attention.o_proj.weight[:, :32] = 0  # mask kv group 0 (2 query heads x 16) at the output side
+        expected = structure.layer.mlp(x)
+    keep_channels(structure, torch.arange(128))  # no-op channels
+    keep_heads(structure, torch.tensor([1]))
+    assert structure.kv_heads == 1 and attention.q_proj.out_features == 32 and attention.o_proj.in_features == 32
+    assert torch.equal(attention.o_proj.weight, reference_o[:, 32:])
+    assert torch.allclose(structure.layer.mlp(x), expected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_structured_method_removes_about_the_budget_and_still_runs(method, calibration):
+    model, _ = load_model("tiny-llama")
+    before = prunable_parameters(model)
+    report = structured_prune(model, method, 0.3, calibration, batch_size=2)
+    assert report.prunable_before == before and report.prunable_after < before
+    assert report.removed_fraction == pytest.approx(0.3, abs=0.06) or method == "shortgpt"
+    logits = model(calibration[:1]).logits
+    assert torch.isfinite(logits).all()
+    again, _ = load_model("tiny-llama")
+    structured_prune(again, method, 0.3, calibration, batch_size=2)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("method,expected_format", [("wanda-sp", "family"), ("cfsp", "prunebench"),
+                                                    ("flap", "prunebench"), ("shortgpt", "family")])
+def test_saved_model_reloads_with_the_same_logits(method, expected_format, calibration, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = load_model("tiny-llama")
+    structured_prune(model, method, 0.3, calibration, batch_size=2)
+    saved = save_structured(model, tokenizer, tmp_path)
+    assert saved["format"] == expected_format and saved["bytes"] > 0
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.allclose(reloaded(calibration).logits, model(calibration).logits, atol=1e-5)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == ("llama" if expected_format == "family" else "prunebench_llama")
+
+
+def test_per_layer_shapes_load_after_import_prunebench_in_a_fresh_process(calibration, tmp_path):
+    model, tokenizer = load_model("tiny-llama")
+    structured_prune(model, "cfsp", 0.3, calibration, batch_size=2)
+    save_structured(model, tokenizer, tmp_path)
+    torch.save(model(calibration).logits.detach(), tmp_path / "logits.pt")
+    code = ("import prunebench, torch\nfrom transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})\n"
+            f"x = torch.load({str(tmp_path / 'logits.pt')!r})\n"
+            f"print('SAME', torch.allclose(m(torch.tensor({calibration.tolist()})).logits, x, atol=1e-5))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "SAME True" in out.stdout, out.stderr[-800:]
+
+
+def test_gradients_are_those_of_the_mean_calibration_loss(calibration):
+    model, _ = load_model("tiny-llama")
+    accumulate_gradients(model, calibration, batch_size=3, device=torch.device("cpu"))  # uneven batches 3 + 1
+    split = model.model.layers[0].mlp.down_proj.weight.grad.clone()
+    model.zero_grad()
+    model(input_ids=calibration, labels=calibration).loss.backward()
+    assert torch.allclose(split, model.model.layers[0].mlp.down_proj.weight.grad, atol=1e-6)
+    assert model.model.embed_tokens.weight.requires_grad  # flags restored
+
+
+def test_saap_lora_recovery_runs_and_merges(calibration):
+    pytest.importorskip("peft")
+    model, _ = load_model("tiny-llama")
+    report = structured_prune(model, "saap", 0.3, calibration, batch_size=2, recover_tokens=48)
+    assert "recovery" in report.timings and any("recovery" in n for n in report.notes)
+    assert report.parameters_after == sum(p.numel() for p in model.parameters())  # adapters merged away
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_inline_structured_method_and_allocation_hooks(register_plugin, calibration):
+    class FirstGoes(StructuredMethod):
+        name = "first-goes"
+        description = "index as score: the lowest indices are removed"
+        kinds = ("channels",)
+        allocation = "everything-in-layer-0"
+
+        def score_layer(self, evidence, **args):
+            return LayerScores({"channels": torch.arange(evidence.structure.channels, dtype=torch.float64)})
+
+    class LayerZero:
+        name = "everything-in-layer-0"
+        description = "layer 0 pays the whole budget"
+
+        def allocate(self, plan, **args):
+            return [{"channels": 64}, {"channels": 0}]
+
+    class Plugin:
+        @prunebench.hookimpl
+        def register_structured_methods(self, register):
+            register(FirstGoes())
+
+        @prunebench.hookimpl
+        def register_allocations(self, register):
+            register(LayerZero())
+
+    register_plugin(Plugin())
+    model, _ = load_model("tiny-llama")
+    down = model.model.layers[0].mlp.down_proj.weight[:, 64:].clone()
+    report = structured_prune(model, "first-goes", 0.3, calibration)
+    assert report.kept == [{"heads": 2, "channels": 64}, {"heads": 2, "channels": 128}]
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, down)
+
+
+def test_cli_prunes_saves_and_lists(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    assert main(["prune", "--model", "tiny-llama", "--method", "cfsp", "--sparsity", "0.3", "--nsamples", "2",
+                 "--seqlen", "16", "--save", str(tmp_path / "model"), "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["parameters"]["pruned"] < record["parameters"]["dense"] and record["saved"]["bytes"] > 0
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]["pruned"]
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in METHODS) and "cfsp-sigmoid" in listing
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "tiny-llama", "--method", "cfsp", "--sparsity", "2:4"], "not N:M"),
+    (["--model", "tiny-opt", "--method", "saap", "--sparsity", "0.3"], "Cannot read the head layout"),
+    (["--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.75"], "every attention head"),
+    (["--model", "tiny-llama", "--method", "flap", "--sparsity", "0.95"], "every attention head or FFN channel"),
+    (["--model", "tiny-llama", "--method", "cfsp", "--arg", "allocation=owl"], "Unknown allocation"),
+])
+def test_bad_structured_input_is_one_line_exit_2(argv, message, capsys):
+    assert main(["prune", "--nsamples", "2", "--seqlen", "16", *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
