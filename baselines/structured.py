@@ -2,13 +2,15 @@
 bias compensation, LLM-Pruner's first-order Taylor importance, ShortGPT's block-influence layer removal."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.method import Accumulator, Statistic
-from prunebench.structure import add_output_bias
 from prunebench.structured_method import LayerScores, StructuredMethod, group_sum, token_cosines
+
+if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
+    import torch
 
 BOTH_KINDS = ("heads", "channels")
 
@@ -50,6 +52,8 @@ class _Moments(Accumulator):
     """Per input feature: mean and sample variance over calibration tokens, summed in float64."""
 
     def __init__(self, width: int, device: torch.device):
+        import torch
+
         self.count = 0
         self.total = torch.zeros(width, dtype=torch.float64, device=device)
         self.squares = torch.zeros(width, dtype=torch.float64, device=device)
@@ -61,6 +65,8 @@ class _Moments(Accumulator):
         self.squares += inputs.square().sum(dim=0)
 
     def result(self):
+        import torch
+
         mean = self.total / self.count
         variance = (self.squares - self.count * mean.square()) / max(1, self.count - 1)
         return torch.stack([mean, variance.clamp_min(0)])
@@ -95,6 +101,10 @@ class FLAP(StructuredMethod):
     def compensate(self, structure, removed, scores, compensate_bias, **args):
         if not compensate_bias:
             return
+        import torch
+
+        from prunebench.structure import add_output_bias
+
         for kind, name in (("heads", "o_proj"), ("channels", "down_proj")):
             if kind not in removed:
                 continue

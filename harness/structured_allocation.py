@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.structured_method import LayerAllocation, LayerScores
@@ -118,6 +116,8 @@ class GlobalRanking(LayerAllocation):
     description = "FLAP's adaptive structure: scores standardised per kind, lowest removed model-wide"
 
     def allocate(self, plan, **args):
+        import torch
+
         entries = []  # (standardised score, layer, kind, unit parameters)
         for kind in plan.kinds:
             values = torch.cat([s.scores[kind].double() for s in plan.scores])

@@ -10,16 +10,20 @@ its normalised L1 magnitudes in down_proj (column k) and gate/up_proj (row k).
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench.hookspecs import hookimpl
 from prunebench.structured_allocation import mean_preserving_ratios
 from prunebench.structured_method import LayerAllocation, LayerScores, StructuredMethod, token_cosines
 
+if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
+    import torch
+
 
 def angular_importance(hidden_in, hidden_out) -> float:
     """Mean over tokens of the angle between a layer's input and output hidden states, over pi."""
+    import torch
+
     return float(torch.arccos(token_cosines(hidden_in, hidden_out).clamp(-1, 1)).mean() / math.pi)
 
 
@@ -50,6 +54,8 @@ class CFSP(StructuredMethod):
 def sigmoid_removal_ratios(importance: list[float], sparsity: float, temperature: float,
                            parameters: list[int]) -> list[float]:
     """Removal ratios 1 - k_l, k_l proportional to sigmoid(temperature * z_l) with mean keep 1 - sparsity."""
+    import torch
+
     values = torch.tensor(importance, dtype=torch.float64)
     spread = values.std() if values.numel() > 1 else torch.tensor(0.0)
     z = (values - values.mean()) / spread if spread > 0 else torch.zeros_like(values)

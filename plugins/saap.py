@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 import time
-
-import torch
+from typing import TYPE_CHECKING
 
 from prunebench.baselines.structured import BOTH_KINDS, vector_and_element
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.structured_allocation import mean_preserving_ratios
 from prunebench.structured_method import LayerAllocation, LayerScores, StructuredMethod
+
+if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
+    import torch
 
 
 def uncertainty_fusion(vector: torch.Tensor, element: torch.Tensor, vector_scale2: float,
@@ -42,6 +44,8 @@ class SAAP(StructuredMethod):
                                    for reading in ("vector", "element")})
 
     def finalize(self, scores, **args):
+        import torch
+
         for kind in BOTH_KINDS:
             scales = {r: float(torch.cat([s.extras[f"{kind}_{r}"] for s in scores]).mean()) or 1.0
                       for r in ("vector", "element")}
@@ -60,6 +64,8 @@ class SAAP(StructuredMethod):
 
 def lora_recovery(model, calibration: torch.Tensor, device: torch.device, tokens: int, rank: int, lr: float) -> dict:
     """LoRA on every decoder linear for `tokens` calibration tokens (cycling the windows), merged back."""
+    import torch
+
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
