@@ -433,6 +433,13 @@ def _check_format(fmt: str) -> None:
         raise UsageError(f"Unknown format '{fmt}'. Use one of: {', '.join(FORMATS)}.")
 
 
+def report_tables(records: list[dict], reference: str | None = REFERENCE, *, resamples: int = RESAMPLES) -> list[Table]:
+    """Every table of a report, unrendered (cells keep their marks): perplexity, zero-shot accuracy,
+    pruning time. The HTML report renders these same objects."""
+    return (_perplexity_tables(records, reference, resamples) + _task_tables(records, reference, resamples)
+            + _timing_tables(records))
+
+
 def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Path | None" = None,
                  reference: str | None = REFERENCE, *, resamples: int = RESAMPLES) -> str:
     """Render every table (written to `out`, default results_dir/report) and draw the plots;
@@ -443,8 +450,7 @@ def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Pat
         raise UsageError(f"No results in {results_dir}; run 'prunebench run' first.")
     out = Path(out) if out else Path(results_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    tables = (_perplexity_tables(records, reference, resamples) + _task_tables(records, reference, resamples)
-              + _timing_tables(records))
+    tables = report_tables(records, reference, resamples=resamples)
     if fmt == "csv":
         # CSV has no room for footnotes: the reading guide and every table's notes go beside the files.
         notes = [HOW_TO_READ]

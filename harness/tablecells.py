@@ -102,7 +102,7 @@ def number(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _parts(cell: Cell) -> tuple[str, str, str]:
+def cell_parts(cell: Cell) -> tuple[str, str, str]:
     """The value, the `± std` and the `[low, high]` texts of a finite cell, scaled."""
     inner = max(cell.decimals - 1, 1)  # an interval's last digit matters less than the value's
     std = f" ± {number(cell.std * cell.scale, inner)}" if cell.std is not None else ""
@@ -114,7 +114,7 @@ def _parts(cell: Cell) -> tuple[str, str, str]:
 def _text(cell: Cell, fmt: str) -> str:
     if not cell.finite:
         return "diverged"
-    value, std, interval = _parts(cell)
+    value, std, interval = cell_parts(cell)
     if cell.mark == BEST:
         value = f"\\textbf{{{value}}}" if fmt == "latex" else f"**{value}**"
     if cell.mark == TIED:
