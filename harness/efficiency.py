@@ -27,12 +27,17 @@ def prefill_seconds(model: nn.Module, tokens: torch.Tensor) -> float:
 def decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
     """Greedy decoding of `new_tokens` after `prompt` with the KV cache; only the decode steps are timed."""
     output = model(input_ids=prompt, use_cache=True)
-    cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+    token = output.logits[:, -1:].argmax(-1)
     start = time.perf_counter()
     for _ in range(new_tokens):
-        output = model(input_ids=token, past_key_values=cache, use_cache=True)
-        cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+        output = model(input_ids=token, use_cache=True, **_cache_of(output))
+        token = output.logits[:, -1:].argmax(-1)
     return time.perf_counter() - start
+
+
+def _cache_of(output) -> dict:
+    """The KV cache to pass on, under the name this transformers version uses (cache, past_key_values)."""
+    return {"cache": output["cache"]} if "cache" in output else {"past_key_values": output.past_key_values}
 
 
 def _summary(samples: list[float]) -> dict:

@@ -303,3 +303,15 @@ def test_bad_structured_input_is_one_line_exit_2(argv, message, capsys):
     assert main(["prune", "--nsamples", "2", "--seqlen", "16", *argv]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_speed_is_measured_interleaved_with_paired_ratios():
+    from prunebench.efficiency import measure_speed
+
+    model, _ = load_model("tiny-llama")
+    result = measure_speed({"dense": model, "same": model}, torch.arange(32), repeats=2, decode_tokens=3,
+                           decode_batches=(1, 2), prompt_length=8)
+    same = result["models"]["same"]
+    assert set(same) == {"prefill", "decode_b1", "decode_b2"}
+    assert len(same["prefill"]["seconds"]["samples"]) == 2 and same["prefill"]["speedup"]["median"] > 0
+    assert result["prefill_length"] == 32 and result["models"]["dense"]["prefill"]["speedup"]["median"] == 1.0
