@@ -88,10 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="tables and plots from a results directory")
     report.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
-    report.add_argument("--format", choices=("github", "latex", "csv"), default="github")
-    report.add_argument("--out", default=None, help="default: RESULTS_DIR/report")
+    report.add_argument("--format", choices=("github", "latex", "csv", "html"), default="github",
+                        help="html: a static site (index.html, a page per cell) in RESULTS_DIR/report/site")
+    report.add_argument("--out", default=None, help="default: RESULTS_DIR/report (html: RESULTS_DIR/report/site)")
     report.add_argument("--reference", default="wanda",
                         help="method every other is compared with by a paired bootstrap (default: wanda; 'none' for no comparison)")
+
+    browse = commands.add_parser("browse", help="open the SQLite leaderboard in datasette (pip install prunebench[browse])")
+    browse.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
+    browse.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    browse.add_argument("--port", type=int, default=8001)
+    browse.add_argument("--open", action="store_true", help="open it in a web browser")
 
     bench = commands.add_parser("bench", help="speed and memory benchmark of pruning and evaluation")
     bench.add_argument("--model", default="smollm2-135m")
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             from prunebench.bench import run_bench
 
             run_bench(args)
-        elif args.command in ("run", "validate", "status", "report"):
+        elif args.command in ("run", "validate", "status", "report", "browse"):
             from prunebench import commands
 
             return getattr(commands, f"run_{args.command}")(args)

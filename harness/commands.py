@@ -221,16 +221,32 @@ def _print_status(config, results_dir: Path, filters: dict) -> int:
     return 0
 
 
+def _given_results_dir(args) -> "str | Path":
+    """The results directory named on the command line, else that of ./benchmarks.yaml's suite."""
+    if args.results_dir is not None:
+        return args.results_dir
+    from prunebench.config import load_config
+
+    if not Path("benchmarks.yaml").exists():
+        raise UsageError(f"Give the results directory: prunebench {args.command} DIR.")
+    return _results_dir(load_config("benchmarks.yaml"), None)
+
+
 def run_report(args) -> int:
     from prunebench.report import write_report
 
-    results_dir = args.results_dir
-    if results_dir is None:
-        from prunebench.config import load_config
-
-        if not Path("benchmarks.yaml").exists():
-            raise UsageError("Give the results directory: prunebench report DIR.")
-        results_dir = _results_dir(load_config("benchmarks.yaml"), None)
+    results_dir = _given_results_dir(args)
     reference = None if args.reference.lower() == "none" else args.reference
+    if args.format == "html":
+        from prunebench.html_report import write_site
+
+        print(f"wrote {write_site(results_dir, args.out, reference=reference)}")
+        return 0
     print(write_report(results_dir, args.format, args.out, reference=reference))
     return 0
+
+
+def run_browse(args) -> int:
+    from prunebench.browse import serve
+
+    return serve(_given_results_dir(args), host=args.host, port=args.port, open_browser=args.open)

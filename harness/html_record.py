@@ -1,0 +1,155 @@
+"""One page per cell of the static report: its results, configuration, timings, per-layer sparsity,
+provenance, and the command that reproduces it."""
+from __future__ import annotations
+
+import json
+import shlex
+
+from prunebench.html_markup import cell_html, esc, number_cell, page, value_html
+from prunebench.report import perplexity_cells
+from prunebench.store import safe_name
+
+# The `--only` keys of `prunebench run` that pick out one cell of a grid.
+REPRODUCE_KEYS = ("model", "method", "sparsity", "seqlen", "seed")
+
+
+def page_path(record: dict) -> str:
+    """Where a record's page lies, relative to the site's top folder."""
+    return f"cells/{safe_name(record['name'])}.html"
+
+
+def short_label(record: dict) -> str:
+    """`wanda 2:4 L=16 seed 0`, or `dense`: a cell named by what varies in a grid."""
+    cell = record.get("cell", {})
+    if cell.get("sparsity") is None:
+        return str(cell.get("method", record["name"]))
+    return f"{cell['method']} {cell['sparsity']} L={cell.get('seqlen')} seed {cell.get('seed')}"
+
+
+def reproduce_command(record: dict, grid: str = "benchmarks.yaml") -> str:
+    """`prunebench run GRID --only model=… --only method=… …`: the grid run restricted to this cell.
+    For the dense baseline `--only method=dense` excludes every pruned cell and keeps the baseline."""
+    cell = record.get("cell", {})
+    argv = ["prunebench", "run", grid]
+    for key in REPRODUCE_KEYS:
+        if cell.get(key) is not None:
+            argv += ["--only", f"{key}={cell[key]}"]
+    return shlex.join(argv)
+
+
+def _section(title: str, content: str, section_id: str) -> str:
+    return f'<section id="{section_id}"><h2>{esc(title)}</h2>\n{content}\n</section>'
+
+
+def _perplexity(record: dict, resamples: int) -> str:
+    """Each evaluation's perplexity with its interval (the record's own window NLLs), and its size."""
+    cells = perplexity_cells([record], resamples)
+    cell = record.get("cell", {})
+    rows = []
+    for label, result in sorted((record.get("perplexity") or {}).items()):
+        shown = (cells.get((cell.get("model"), label)) or {}).get(cell.get("method"), {})
+        value = next(iter(shown.values()), None) or "diverged"
+        size = f"{result.get('windows')} × {result.get('window_length')} tokens" if "windows" in result else ""
+        seconds = result.get("seconds") if isinstance(result.get("seconds"), (int, float)) else None
+        rows.append(f'<tr><th scope="row">{esc(label)}</th>{cell_html(value)}<td>{esc(size)}</td>'
+                    f"{number_cell(seconds, decimals=1)}</tr>")
+    if not rows:
+        return ""
+    return ('<table class="record"><thead><tr><th scope="col">evaluation</th><th scope="col">perplexity ↓</th>'
+            '<th scope="col">windows</th><th scope="col">seconds</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
+def _tasks(record: dict) -> str:
+    tasks = record.get("tasks") or {}
+    rows = []
+    for task, metrics in sorted(tasks.items()):
+        if isinstance(metrics, dict):
+            shown = ", ".join(f"{k} {v * 100:.2f}%" if k.startswith("acc") else f"{k} {v:g}"
+                              for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
+        elif isinstance(metrics, (int, float)):  # mean_acc, the mean over tasks
+            shown = f"{metrics * 100:.2f}%"
+        else:
+            continue
+        rows.append(f'<tr><th scope="row">{esc(task)}</th><td>{esc(shown)}</td></tr>')
+    if not rows:
+        return ""
+    return ('<h3>Zero-shot tasks (lm-eval)</h3><table class="record"><tbody>' + "".join(rows) + "</tbody></table>")
+
+
+def _timings(record: dict) -> str:
+    rows = [(key.replace("_", " "), value, f"{value:.2f} s") for key, value in (record.get("timings") or {}).items()
+            if isinstance(value, (int, float))]
+    if isinstance(record.get("wall_seconds"), (int, float)):
+        rows.append(("wall (the whole cell, with evaluation)", record["wall_seconds"], f"{record['wall_seconds']:.2f} s"))
+    for key, name in (("peak_memory_bytes", "peak memory"), ("memory_before_bytes", "memory before")):
+        if isinstance(record.get(key), (int, float)):
+            rows.append((name, record[key], f"{record[key] / 2**20:.1f} MiB"))
+    table = "".join(f'<tr><th scope="row">{esc(name)}</th>{number_cell(value, text)}</tr>' for name, value, text in rows)
+    load = f"<h3>Machine load</h3>{value_html(record['load'])}" if record.get("load") else ""
+    return (f'<table class="record"><tbody>{table}</tbody></table>' if rows else "") + load
+
+
+def _layers(record: dict) -> str:
+    """Target and measured sparsity of every layer, with a bar for the measured one."""
+    measured = (record.get("measured_sparsity") or {}).get("per_layer")
+    if not isinstance(measured, list) or not measured:
+        return ""
+    targets = record.get("layer_targets") or []
+    overall = (record.get("measured_sparsity") or {}).get("overall")
+    rows = []
+    for index, value in enumerate(measured):
+        target = targets[index] if index < len(targets) else None
+        width = 0.0 if value is None else max(0.0, min(1.0, value)) * 100
+        rows.append(f'<tr><th scope="row">{index}</th>{number_cell(target, decimals=4)}{number_cell(value, decimals=4)}'
+                    f'<td class="bar-cell"><span class="bar" style="width:{width:.1f}%"></span></td></tr>')
+    summary = f"<p>Overall measured sparsity {overall:.4f}.</p>" if isinstance(overall, (int, float)) else ""
+    return (summary + '<table class="record layers"><thead><tr><th scope="col">layer</th><th scope="col">target</th>'
+            '<th scope="col">measured</th><th scope="col">measured (0 to 1)</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
+def _provenance(record: dict) -> str:
+    shown = {key: record[key] for key in ("hash", "started", "finished", "schema") if key in record}
+    shown["environment"] = record.get("environment") or {}
+    if record.get("provenance"):
+        shown["provenance"] = record["provenance"]
+    return value_html(shown)
+
+
+def record_page(record: dict, grid: str, resamples: int) -> str:
+    """The whole page of one cell."""
+    status = record.get("status", "unknown")
+    command = reproduce_command(record, grid)
+    suite = record.get("cell", {}).get("suite")
+    body = [f'<nav class="back"><a href="../index.html">← leaderboard</a></nav>',
+            f"<header><h1>{esc(short_label(record))}</h1>"
+            f'<p><code class="name">{esc(record["name"])}</code> <span class="status status-{esc(status)}">'
+            f"{esc(status)}</span></p></header>", "<main>"]
+    if record.get("error"):
+        body.append(_section("Error", f"<p>{esc(record['error'])}</p>"
+                             f"<details><summary>traceback</summary><pre>{esc(record.get('traceback', ''))}</pre>"
+                             "</details>", "error"))
+    grid_note = f" (the grid whose suite is <code>{esc(suite)}</code>)" if suite else ""
+    runs = "this baseline alone" if record.get("cell", {}).get("sparsity") is None else \
+        "this cell and its model's dense baseline"
+    body.append(_section("Reproduce", f'<pre class="command"><code>{esc(command)}</code></pre>\n'
+                         f"<p>Run from the folder of the grid file{grid_note}. Into a fresh results directory "
+                         f"(<code>--results-dir DIR</code>) it runs {runs}; in this one the finished cell is "
+                         "skipped unless <code>--force</code> is given.</p>", "reproduce"))
+    results = _perplexity(record, resamples) + _tasks(record)
+    if results:
+        body.append(_section("Results", results, "results"))
+    body.append(_section("Configuration", value_html(record.get("cell") or {}), "configuration"))
+    for title, content, section_id in (("Timings", _timings(record), "timings"),
+                                       ("Per-layer sparsity", _layers(record), "layers")):
+        if content:
+            body.append(_section(title, content, section_id))
+    body.append(_section("Provenance", _provenance(record), "provenance"))
+    if record.get("notes"):
+        body.append(_section("Notes", "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in record["notes"]) + "</ul>",
+                             "notes"))
+    body.append(f'<details class="raw"><summary>The full record (record.json)</summary>'
+                f"<pre>{esc(json.dumps(record, indent=2))}</pre></details>")
+    body.append("</main>")
+    return page(f"{short_label(record)} · prunebench", "\n".join(body), root="../")

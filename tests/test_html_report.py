@@ -1,0 +1,160 @@
+"""The static HTML report: deterministic bytes, nothing fetched from the network, a page per cell with the
+command that reproduces it; and in headless Chromium: a screenshot, sorting, filtering, following a link."""
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from prunebench.cli import build_parser, main
+from prunebench.config import load_config
+from prunebench.html_record import reproduce_command
+from prunebench.html_report import write_site
+from prunebench.runner import parse_filters, select_cells
+from prunebench.store import ResultsStore
+from synthetic_leaderboard import write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "smollm2-leaderboard"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The synthetic leaderboard's site, written once for every test here (the bootstrap takes seconds)."""
+    results = write_results(tmp_path_factory.mktemp("results"))
+    index = write_site(results, resamples=200)
+    return index.parent
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_same_records_give_the_same_bytes_and_nothing_is_fetched(site, tmp_path):
+    again = write_site(site.parents[1], tmp_path / "again", resamples=200).parent
+    assert _files(again) == _files(site)
+    files = _files(site)
+    assert {"index.html", "assets/report.css", "assets/report.js"} <= set(files)
+    assert len([name for name in files if name.startswith("cells/")]) == 18
+    assert any(name.startswith("plots/ppl-vs-length_") and name.endswith(".svg") for name in files)
+    for name, data in files.items():
+        if name.endswith((".html", ".css", ".js")):
+            # No CDN, no web font, no remote script: the site opens offline.
+            assert not re.search(rb"""(src|href)=["']?(https?:)?//|url\(["']?(https?:)?//|@import""", data), name
+
+
+def test_index_has_intervals_marks_published_columns_and_a_link_per_cell(site):
+    index = (site / "index.html").read_text()
+    first = index.split('<table class="board" id="table-1-data">')[1].split("</table>")[0]
+    assert re.search(r'<td data-value="90(\.\d+)?" class="tied" [^>]*>90\.00<span class="mark"[^>]*>†</span>'
+                     r'<span class="interval">\[[\d.]+, [\d.]+\]</span></td>', first)
+    assert re.search(r'class="best"[^>]*><strong>85\.61</strong>', first)  # wanda at 50% L=128
+    assert "published 0.5" in first and "published 2:4" in first and ">6.42<" in first
+    assert 'data-better="lower"' in first and '<tr data-method="sparsegpt">' in first
+    assert '<option value="sparsegpt">sparsegpt</option>' in index
+    assert 'href="cells/model_llama-2-7b_method_wanda_sparsity_2-4_calib_pydoc-16x16_seed_0.html"' in index
+    assert "How to read these tables" in index and "<img src=\"plots/" in index
+
+
+def test_a_cell_page_has_its_record_and_the_command_that_reproduces_it(site):
+    page = (site / "cells" / "model_llama-2-7b_method_sparsegpt_sparsity_2-4_calib_pydoc-16x128_seed_0.html").read_text()
+    command = ("prunebench run benchmarks.yaml --only model=llama-2-7b --only method=sparsegpt --only sparsity=2:4 "
+               "--only seqlen=128 --only seed=0")
+    assert f"<code>{command}</code>" in page
+    for section in ("Results", "Configuration", "Timings", "Per-layer sparsity", "Provenance"):
+        assert f"<h2>{section}</h2>" in page
+    assert re.search(r"<td data-value=\"[\d.]+\">[\d.]+</td><td data-value=\"0\.485\">0\.4850</td>", page)
+    assert "meta-llama/Llama-2-7b-hf" in page and "total" in page and "wikitext2-512x40" in page
+    failed = (site / "cells" / "model_llama-2-7b_method_wanda_sparsity_0.5_calib_pydoc-16x1024_seed_0.html").read_text()
+    assert "<h2>Error</h2>" in failed and "RuntimeError: out of memory" in failed
+
+
+def test_every_committed_cell_is_reproduced_by_its_command_alone():
+    """The command on each page, run against the default grid, selects that cell (and its dense baseline)."""
+    config = load_config(ROOT / "benchmarks.yaml")
+    for record in ResultsStore(COMMITTED).records():
+        argv = shlex.split(reproduce_command(record))
+        assert argv[:3] == ["prunebench", "run", "benchmarks.yaml"]
+        args = build_parser().parse_args(argv[1:])
+        chosen = {cell.name for cell in select_cells(config, parse_filters(args.only))}
+        dense = "model=smollm2-135m,method=dense"
+        assert chosen == {record["name"], dense}, record["name"]
+
+
+def test_stale_pages_go_and_the_cli_writes_the_site(tmp_path, capsys):
+    results = write_results(tmp_path / "results", keep=4)  # dense, then magnitude, ria, sparsegpt at 50% L=16
+    out = tmp_path / "site"
+    assert main(["report", str(results), "--format", "html", "--out", str(out), "--reference", "none"]) == 0
+    assert f"wrote {out / 'index.html'}" in capsys.readouterr().out
+    assert len(list((out / "cells").glob("*.html"))) == 4
+    shutil.rmtree(next((results / "cells").glob("*method=magnitude,*")))
+    write_site(results, out, resamples=50)
+    assert not list((out / "cells").glob("*magnitude*")) and len(list((out / "cells").glob("*.html"))) == 3
+    assert "magnitude" not in (out / "index.html").read_text()
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from headless_chromium import Chromium, find_chromium
+
+    pytest.importorskip("websocket", reason="websocket-client (the test extra) drives Chromium")
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run installs it as root)")
+    chromium = Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.close()
+
+
+def _column(browser, table: str, index: int) -> list:
+    """The visible rows of a table: (row label, sort key of column `index`)."""
+    return browser.evaluate(f"""Array.from(document.querySelectorAll("#{table} tbody tr"))
+        .filter((row) => !row.hidden)
+        .map((row) => [row.cells[0].textContent, parseFloat(row.cells[{index}].dataset.value)])""")
+
+
+def test_in_chromium_the_page_sorts_filters_and_links(site, browser, tmp_path):
+    browser.open((site / "index.html").as_uri())
+    shots = Path(os.environ.get("PRUNEBENCH_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = browser.screenshot(shots / "report-index.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(shot.read_bytes()[16:20], "big") == 1366  # the PNG's width: a laptop screen
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 1366  # no sideways scrolling of the page
+
+    # Sort "50% L=128" (column 2, lower is better): the first click puts the best first, the next reverses.
+    header = "#table-1-data thead th:nth-child(3)"
+    browser.click(header)
+    values = [value for _, value in _column(browser, "table-1-data", 2)]
+    assert values == sorted(values) and _column(browser, "table-1-data", 2)[0][0] == "dense"
+    assert browser.evaluate(f"document.querySelector('{header}').getAttribute('aria-sort')") == "ascending"
+    browser.click(header)
+    values = [value for _, value in _column(browser, "table-1-data", 2)]
+    assert values == sorted(values, reverse=True) and len(values) == 5
+    browser.screenshot(shots / "report-sorted.png")
+
+    # Filter by method: sparsegpt's rows stay, with the dense baseline, in every table.
+    browser.evaluate("""(() => { const select = document.getElementById("method-filter");
+        select.value = "sparsegpt"; select.dispatchEvent(new Event("change")); })()""")
+    assert [label for label, _ in _column(browser, "table-1-data", 1)] == ["sparsegpt", "dense"]
+    runs = [label for label, _ in _column(browser, "runs-data", 5)]
+    assert runs == ["dense"] + [f"sparsegpt {s} L={n} seed 0" for s in ("0.5", "2:4") for n in (128, 16)]
+    browser.type("#text-filter", "2:4 L=16")
+    assert [label for label, _ in _column(browser, "runs-data", 5)] == ["sparsegpt 2:4 L=16 seed 0"]
+    assert browser.evaluate("document.getElementById('filter-status').textContent").startswith("showing ")
+    browser.screenshot(shots / "report-filtered.png")
+
+    # Follow the remaining run's link to its page.
+    browser.click("#runs-data tbody tr:not([hidden]) a")
+    browser.wait_for("location.pathname.endsWith('_sparsity_2-4_calib_pydoc-16x16_seed_0.html') "
+                     "&& document.readyState === 'complete'", "the cell's page")
+    assert browser.evaluate("document.querySelector('h1').textContent") == "sparsegpt 2:4 L=16 seed 0"
+    assert "--only method=sparsegpt" in browser.evaluate("document.querySelector('#reproduce code').textContent")
+    assert browser.evaluate("document.styleSheets.length") == 1  # the shared stylesheet loaded from ../assets
+    browser.screenshot(shots / "report-cell.png")
+    assert browser.exceptions == []
