@@ -45,10 +45,18 @@ def cache_dir() -> Path:
 def _load_pretrained(source: str, dtype: torch.dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    # Read weights into memory: pruning writes every weight, and writing to memory-mapped
-    # weights costs a copy-on-write page fault per page inside the timed pruning run.
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, disable_mmap=True, **kwargs)
+    # Never run code shipped with a model: a checkpoint that needs it is refused, not executed.
+    kwargs["trust_remote_code"] = False
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        # Read weights into memory: pruning writes every weight, and writing to memory-mapped
+        # weights costs a copy-on-write page fault per page inside the timed pruning run.
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, disable_mmap=True, **kwargs)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error) and "custom code" not in str(error):
+            raise
+        raise UsageError(f"Model '{source}' needs code shipped with it (trust_remote_code), which prunebench never "
+                         "runs; use a model whose architecture transformers itself provides.") from None
     return model.eval(), tokenizer
 
 
@@ -58,8 +66,9 @@ def _gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     # The weights are plain float32 now; saving refuses while the GGUF quantizer is attached.
     model.hf_quantizer = None
     model.is_quantized = False
