@@ -37,7 +37,7 @@ def test_list_names_every_method_and_its_plugin(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["prune", "--method", "wandaa"], "Did you mean: wanda?"),
+    (["prune", "--method", "wandaa"], "Did you mean: wanda"),
     (["prune", "--model", "tiny-lama"], "Did you mean: tiny-llama"),
     (["prune", "--sparsity", "1.2"], "must lie in (0, 1)"),
     (["prune", "--sparsity", "4:2"], "0 < N < M"),
