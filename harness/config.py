@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,7 @@ class _Errors:
     """Collects 'file:line: where: message' errors; raises them together."""
 
     def __init__(self, path: str, lines: dict):
-        self.path, self.lines, self.messages = path, lines, []
+        self.path, self.lines, self.messages = path, lines, []  # messages: (line or 0, text)
 
     def add(self, where: tuple, message: str) -> None:
         known, line = where, self.lines.get(where)
@@ -111,12 +112,15 @@ class _Errors:
             known = known[:-1]
             line = self.lines.get(known)
         location = f"{self.path}:{line}" if line else self.path
-        self.messages.append(f"{location}: {_dotted(where)}: {message}" if where else f"{location}: {message}")
+        self.messages.append((line or 0, f"{location}: {_dotted(where)}: {message}" if where else f"{location}: {message}"))
 
     def raise_if_any(self) -> None:
+        """One problem: one line. Several: a count, then one problem per line, in file order."""
+        if len(self.messages) == 1:
+            raise UsageError(self.messages[0][1])
         if self.messages:
-            count = len(self.messages)
-            raise UsageError(f"{count} problem{'s' * (count > 1)} in the config: " + " | ".join(self.messages))
+            ordered = [text for _, text in sorted(self.messages, key=lambda m: m[0])]
+            raise UsageError(f"{len(ordered)} problems in the config:\n" + "\n".join(ordered))
 
 
 def _dotted(where: tuple) -> str:
@@ -126,18 +130,22 @@ def _dotted(where: tuple) -> str:
     return text
 
 
-def _to_python(node, where=(), lines=None):
-    """Convert a composed YAML node to Python, recording each path's line number."""
+def _to_python(node, where=(), lines=None, duplicates=None):
+    """Convert a composed YAML node to Python, recording each path's line number and, in
+    `duplicates`, each mapping key given twice as (where, first line, second line)."""
     lines[where] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
             key = key_node.value
-            lines[where + (key,)] = key_node.start_mark.line + 1
-            result[key] = _to_python(value_node, where + (key,), lines)
+            line = key_node.start_mark.line + 1
+            if key in result and duplicates is not None:
+                duplicates.append((where + (key,), lines[where + (key,)], line))
+            lines[where + (key,)] = line
+            result[key] = _to_python(value_node, where + (key,), lines, duplicates)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, where + (i,), lines) for i, item in enumerate(node.value)]
+        return [_to_python(item, where + (i,), lines, duplicates) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 
@@ -188,18 +196,29 @@ def load_config(path: "str | Path") -> BenchmarkConfig:
     if not path.is_file():
         raise UsageError(f"Config file not found: {path}. Give the path of a benchmarks YAML file.")
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}); "
+                         f"re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8.") from None
+    except OSError as error:
+        raise UsageError(f"Cannot read {path}: {error.strerror}. Check the file's permissions.") from None
+    try:
+        node = yaml.compose(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UsageError(f"{where}: not valid YAML ({getattr(error, 'problem', error)}); fix the syntax.") from None
     lines: dict = {}
-    raw = _to_python(node, (), lines) if node is not None else None
-    return validate_config(raw, str(path), lines, path)
+    duplicates: list = []
+    raw = _to_python(node, (), lines, duplicates) if node is not None else None
+    return validate_config(raw, str(path), lines, path, duplicates)
 
 
-def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None) -> BenchmarkConfig:
+def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None,
+                    duplicates: list | None = None) -> BenchmarkConfig:
     errors = _Errors(name, lines or {})
+    for where, first, second in duplicates or []:
+        errors.add(where, f"key '{where[-1]}' is given twice (lines {first} and {second}); keep one.")
     if not isinstance(raw, dict):
         errors.add((), "the top level must be a mapping with suite, models, methods, sparsity, calibration, evaluation.")
         errors.raise_if_any()
@@ -209,6 +228,9 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             errors.add((), f"missing required key '{required}'.")
 
     suite = str(raw.get("suite", path.stem if path else "benchmarks"))
+    if not suite.strip() or suite in (".", "..") or any(sep in suite for sep in "/\\") or Path(suite).is_absolute():
+        errors.add(("suite",), f"suite '{suite}' is not a plain name (it names results/<suite>); "
+                   "use letters, digits, '-', '_' or '.', without '/' or '..'.")
 
     model_aliases = registry.registered("register_models")
     models = []
@@ -225,7 +247,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
             if close:
                 errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
-        models.append(ModelSpec(label=str(entry.get("alias") or source), source=source, only=_restriction(entry)))
+        label = str(entry.get("alias") or source)
+        if any(m.label == label for m in models):
+            errors.add(where, f"model '{label}' is listed twice; list each model once.")
+        models.append(ModelSpec(label=label, source=source, only=_restriction(entry)))
 
     methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
@@ -253,17 +278,24 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         allocation = entry.get("allocation") or {"name": "uniform"}
         if isinstance(allocation, str):
             allocation = {"name": allocation}
+        if not isinstance(allocation, dict):
+            errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(ALLOCATIONS)}) or a mapping "
+                       f"with name, m, lambda, not {allocation!r}.")
+            allocation = {}
         _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
         if allocation.get("name", "uniform") not in ALLOCATIONS:
             errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use one of {', '.join(ALLOCATIONS)}.")
-        methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")),
-                                  float(allocation.get("m", 5.0)), float(allocation.get("lambda", 0.08)),
+        owl = [_finite_number(errors, allocation.get(key, default), where + ("allocation", key))
+               for key, default in (("m", 5.0), ("lambda", 0.08))]
+        methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")), owl[0], owl[1],
                                   _restriction(entry)))
 
     sparsities = []
     for i, value in enumerate(_as_list(raw.get("sparsity", []))):
         try:
             target = parse_sparsity(value)
+            if str(target) in sparsities:
+                errors.add(("sparsity", i), f"sparsity {target} is listed twice; list each value once.")
             sparsities.append(str(target))
             if target.is_n_m and any(m.allocation == "owl" for m in methods):
                 errors.add(("sparsity", i), f"{target} is N:M but a method uses OWL allocation, which needs a ratio.")
@@ -278,12 +310,20 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     calibration_dataset = str(calibration.get("dataset", "pydoc"))
     _check_dataset(errors, calibration_dataset, ("calibration", "dataset"))
     nsamples = _positive_int(errors, calibration.get("nsamples", 128), ("calibration", "nsamples"))
-    lengths = [_positive_int(errors, v, ("calibration", "lengths", i))
-               for i, v in enumerate(_as_list(calibration.get("lengths", calibration.get("length", 128))))]
-    seeds = _as_list(calibration.get("seeds", calibration.get("seed", 0)))
+    lengths_key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    lengths = [_positive_int(errors, v, ("calibration", lengths_key, i))
+               for i, v in enumerate(_as_list(calibration.get(lengths_key, 128)))]
+    seeds_key = "seeds" if "seeds" in calibration or "seed" not in calibration else "seed"
+    seeds = _as_list(calibration.get(seeds_key, 0))
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int):
-            errors.add(("calibration", "seeds", i), f"a seed is an integer, not {seed!r}.")
+            errors.add(("calibration", seeds_key, i), f"a seed is an integer, not {seed!r}.")
+    for key, values in ((lengths_key, lengths), (seeds_key, seeds)):
+        if not values:
+            errors.add(("calibration", key), "must not be empty; give at least one value.")
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                errors.add(("calibration", key, i), f"{value!r} is listed twice; list each value once.")
 
     evaluation = raw.get("evaluation") or {}
     if not isinstance(evaluation, dict):
@@ -301,6 +341,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     tasks_raw = evaluation.get("tasks") or {}
     if isinstance(tasks_raw, list):
         tasks_raw = {"names": tasks_raw}
+    if not isinstance(tasks_raw, dict):
+        errors.add(("evaluation", "tasks"), f"tasks must be a list of lm-eval task names or a mapping with "
+                   f"{', '.join(sorted(TASK_KEYS))}, not {tasks_raw!r}.")
+        tasks_raw = {}
     _unknown_keys(errors, tasks_raw, TASK_KEYS, ("evaluation", "tasks"))
     tasks = TaskSpec(tuple(str(t) for t in _as_list(tasks_raw.get("names", []))),
                      _non_negative_int(errors, tasks_raw.get("num_fewshot", 0), ("evaluation", "tasks", "num_fewshot")),
@@ -371,6 +415,13 @@ def _window_cap(errors, value, where):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         errors.add(where, f"must be a positive integer or all, not {value!r}.")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _finite_number(errors, value, where) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        errors.add(where, f"must be a finite number, not {value!r}.")
+        return 0.0
+    return float(value)
 
 
 def _non_negative_int(errors, value, where):

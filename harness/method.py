@@ -1,6 +1,7 @@
 """Base classes a plugin subclasses: a pruning method and a calibration statistic."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -131,16 +132,28 @@ class PruningMethod:
 
 
 def coerce_like(default: Any, value: Any, where: str) -> Any:
-    """Convert a (possibly string) value to the type of the default."""
-    if default is None or not isinstance(value, str) or isinstance(default, str):
+    """Convert a (possibly string) value to the type of the default; refuse another type, NaN and infinity."""
+    if default is None:
         return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        return type(default)(value)
-    except ValueError:
-        raise UsageError(f"Bad value '{value}' for {where}: expected {type(default).__name__}.") from None
+    expected = type(default).__name__
+    if not isinstance(value, str):
+        allowed = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, allowed):
+            raise UsageError(f"Bad value {value!r} for {where}: expected {expected}.")
+        value = type(default)(value)
+    elif isinstance(default, str):
+        return value
+    else:
+        try:
+            if isinstance(default, bool):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            value = type(default)(value)
+        except ValueError:
+            raise UsageError(f"Bad value '{value}' for {where}: expected {expected}.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"Bad value {value} for {where}: expected a finite number.")
+    return value

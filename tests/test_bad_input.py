@@ -1,0 +1,91 @@
+"""Bad input, one class per test: a one-line error (or one line per problem from `validate`) that names
+the problem and the fix, exit code 2, no traceback, and nothing already computed lost."""
+from pathlib import Path
+
+import pytest
+
+from prunebench.cli import main
+
+GOOD = """\
+suite: tiny
+models:
+  - alias: tiny-llama
+methods:
+  - wanda
+sparsity: [0.5]
+calibration: {dataset: pydoc, nsamples: 4, lengths: [16], seeds: [0]}
+evaluation:
+  perplexity:
+    - {dataset: pydoc, seqlen: 32, max_windows: 2}
+"""
+
+
+def config_file(tmp_path: Path, text: str = GOOD, name: str = "bench.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(argv, capsys) -> str:
+    """Run the CLI; it must exit 2 with `prunebench: error:` and no traceback; return stderr."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("prunebench: error: ") and "Traceback" not in err
+    return err
+
+
+def one_line_error(argv, capsys) -> str:
+    err = error_of(argv, capsys)
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_validate_prints_one_problem_per_line_in_file_order(tmp_path, capsys):
+    text = GOOD.replace("device", "x").replace("  - wanda\n", "  - wandaa\n") + "device: tpu\n"
+    text = text.replace("suite: tiny\n", "suite: tiny\nmodles: []\n")
+    err = error_of(["validate", config_file(tmp_path, text)], capsys)
+    lines = err.strip().splitlines()
+    assert lines[0] == "prunebench: error: 3 problems in the config:"
+    numbers = [int(line.split(":")[1]) for line in lines[1:]]
+    assert numbers == sorted(numbers) and len(numbers) == 3
+    assert "modles" in lines[1] and "wandaa" in lines[2] and "tpu" in lines[3]
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("lengths: [16]", "lengths: []", "calibration.lengths: must not be empty"),
+    ("seeds: [0]", "seeds: []", "calibration.seeds: must not be empty"),
+    ("lengths: [16]", "lengths: [16, 16]", "calibration.lengths[1]: 16 is listed twice"),
+    ("seeds: [0]", "seeds: [0, 0]", "calibration.seeds[1]: 0 is listed twice"),
+    ("sparsity: [0.5]", "sparsity: [0.5, '0.50']", "sparsity 0.5 is listed twice"),
+    ("  - alias: tiny-llama\n", "  - alias: tiny-llama\n  - alias: tiny-llama\n", "model 'tiny-llama' is listed twice"),
+    ("  - wanda\n", "  - wanda\n  - wanda\n", "label 'wanda' is used twice"),
+    ("suite: tiny\n", "suite: tiny\nsuite: other\n", "bench.yaml:2: suite: key 'suite' is given twice (lines 1 and 2)"),
+    ("suite: tiny", "suite: ../escape", "suite '../escape' is not a plain name"),
+    ("suite: tiny", "suite: /tmp/abs", "suite '/tmp/abs' is not a plain name"),
+    ("suite: tiny", "suite: a/b", "without '/' or '..'"),
+    ("  - wanda\n", "  - {method: ria, args: {a: .nan}}\n", "Bad value nan for ria.a: expected a finite number"),
+    ("  - wanda\n", "  - {method: ria, args: {a: .inf}}\n", "Bad value inf for ria.a: expected a finite number"),
+    ("  - wanda\n", "  - {method: ria, args: {a: [1, 2]}}\n", "Bad value [1, 2] for ria.a: expected float"),
+    ("  - wanda\n", "  - {method: wanda, allocation: 5}\n", "allocation must be a name"),
+    ("  - wanda\n", "  - {method: wanda, allocation: {name: owl, m: .nan}}\n", "allocation.m: must be a finite number"),
+    ("    - {dataset: pydoc, seqlen: 32, max_windows: 2}\n",
+     "    - {dataset: pydoc, seqlen: 32, max_windows: 2}\n  tasks: 3\n", "tasks must be a list of lm-eval task names"),
+])
+def test_config_values_that_would_be_accepted_silently_or_crash(tmp_path, capsys, old, new, message):
+    assert old in GOOD
+    err = one_line_error(["validate", config_file(tmp_path, GOOD.replace(old, new))], capsys)
+    assert message in err
+
+
+def test_non_utf8_config_names_the_file_and_byte(tmp_path, capsys):
+    path = tmp_path / "bench.yaml"
+    path.write_bytes(GOOD.encode().replace(b"suite: tiny", b"suite: t\xe9ny"))
+    err = one_line_error(["validate", path], capsys)
+    assert f"{path}: not UTF-8 text (byte {GOOD.index('suite: t') + 8}" in err and "re-encode it as UTF-8" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_method_argument_on_the_command_line(capsys, value):
+    err = one_line_error(["prune", "--model", "tiny-llama", "--method", "ria", "--arg", f"a={value}"], capsys)
+    assert "expected a finite number" in err
