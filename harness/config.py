@@ -241,12 +241,17 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             errors.add(where, "give id (alias or hub id) or path.")
             continue
         source = str(entry[key])
-        if key == "path" and not Path(source).expanduser().exists():
-            errors.add(where + ("path",), f"path not found: {source}.")
-        elif key != "path" and "/" not in source and source not in model_aliases:
+        local = key == "path" or source.startswith((".", "~", "/")) or source.endswith(".gguf")
+        if local and not Path(source).expanduser().exists():
+            errors.add(where + (key,), f"path not found: {source}.")
+        elif local and Path(source).expanduser().is_dir() and not (Path(source).expanduser() / "config.json").is_file():
+            errors.add(where + (key,), f"{source} is not a model directory (no config.json); give a Hugging Face "
+                       "model directory, a .gguf file, an alias or a hub id.")
+        elif not local and "/" not in source and source not in model_aliases:
             close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
-            if close:
-                errors.add(where + (key,), f"unknown model alias '{source}'. Did you mean: {close[0]}?")
+            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(sorted(model_aliases))}."
+            errors.add(where + (key,), f"unknown model alias '{source}'.{hint} A hub id is owner/name; a local "
+                       "directory is given with path:.")
         label = str(entry.get("alias") or source)
         if any(m.label == label for m in models):
             errors.add(where, f"model '{label}' is listed twice; list each model once.")
@@ -368,6 +373,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if key in raw and not _as_list(raw[key]):
             errors.add((key,), "must not be empty.")
     _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
+    for i, model in enumerate(models):
+        _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
     errors.raise_if_any()
     data_dir = evaluation.get("data_dir")
     if data_dir and path is not None and not Path(data_dir).is_absolute():
@@ -474,6 +481,81 @@ def _check_dataset(errors: _Errors, spec: str, where: tuple) -> None:
     from prunebench.data import resolve_dataset
 
     try:
-        resolve_dataset(spec)
+        _, path = resolve_dataset(spec)
     except UsageError as error:
         errors.add(where, str(error))
+        return
+    if path is not None:  # a local corpus: it must be readable UTF-8 text with something in it
+        problem = corpus_problem(Path(path).expanduser())
+        if problem:
+            errors.add(where, problem)
+
+
+def corpus_problem(file: Path) -> str | None:
+    """Why a local text/jsonl corpus cannot be used (empty, unreadable, not UTF-8), or None."""
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        return f"cannot read {file} ({error.strerror}); check its permissions."
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"{file}: not UTF-8 text (byte {error.start}); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
+    if not text.strip():
+        return f"{file} is empty; give a corpus with text in it."
+    return None
+
+
+def model_facts(source: str) -> dict | None:
+    """A model's linear input widths and context length from its config, read without weights:
+    the tiny aliases build theirs, other aliases have config.json in the cache once converted, and
+    local directories have their own. None when it cannot be read cheaply (hub ids, GGUF files)."""
+    import json
+
+    from prunebench import models
+
+    factories = {"tiny-llama": models.tiny_llama_config, "tiny-opt": models.tiny_opt_config}
+    try:
+        if source in factories:
+            config = factories[source]().to_dict()
+        else:
+            aliases = registry.registered("register_models")
+            directory = models.cache_dir() / "models" / source if source in aliases else Path(source).expanduser()
+            if not (directory / "config.json").is_file():
+                return None
+            config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+    config = config.get("text_config") or config
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
+    widths = {hidden, config.get("intermediate_size") or config.get("ffn_dim"),
+              heads * head_dim if isinstance(heads, int) and isinstance(head_dim, int) else None}
+    return {"widths": sorted(w for w in widths if isinstance(w, int) and w > 0),
+            "context": config.get("max_position_embeddings")}
+
+
+def _check_model_fits(errors: _Errors, model: ModelSpec, index: int, sparsities, lengths, perplexity, raw) -> None:
+    """N:M must divide the model's linear widths; calibration and evaluation lengths must fit its context."""
+    facts = model_facts(model.source)
+    if facts is None:
+        return
+    for i, sparsity in enumerate(sparsities):
+        target = parse_sparsity(sparsity)
+        bad = [w for w in facts["widths"] if target.is_n_m and w % target.m]
+        if bad and (model.only.sparsities is None or sparsity in model.only.sparsities):
+            errors.add(("sparsity", i), f"{sparsity} needs M={target.m} to divide model '{model.label}''s linear input "
+                       f"widths ({', '.join(map(str, facts['widths']))}); pick an M that divides them all (e.g. 2:4).")
+    context = facts["context"]
+    if not isinstance(context, int):
+        return
+    calibration = raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {}
+    key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    for i, length in enumerate(lengths):
+        if length > context and (model.only.lengths is None or length in model.only.lengths):
+            errors.add(("calibration", key, i), f"calibration length {length} is longer than model '{model.label}''s "
+                       f"context ({context} tokens); use at most {context}.")
+    for i, spec in enumerate(perplexity):
+        if spec.seqlen > context:
+            errors.add(("evaluation", "perplexity", i, "seqlen"), f"seqlen {spec.seqlen} is longer than model "
+                       f"'{model.label}''s context ({context} tokens); use at most {context}.")

@@ -89,3 +89,38 @@ def test_non_utf8_config_names_the_file_and_byte(tmp_path, capsys):
 def test_non_finite_method_argument_on_the_command_line(capsys, value):
     err = one_line_error(["prune", "--model", "tiny-llama", "--method", "ria", "--arg", f"a={value}"], capsys)
     assert "expected a finite number" in err
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("alias: tiny-llama", "id: nosuchmodel", "unknown model alias 'nosuchmodel'. Known:"),
+    ("alias: tiny-llama", "id: ./no/such/dir", "path not found: ./no/such/dir"),
+    ("alias: tiny-llama", "path: {empty_dir}", "is not a model directory (no config.json)"),
+    ("sparsity: [0.5]", "sparsity: ['3:5']", "3:5 needs M=5 to divide model 'tiny-llama''s linear input widths (64, 128)"),
+    ("lengths: [16]", "lengths: [2048]", "calibration length 2048 is longer than model 'tiny-llama''s context (1024"),
+    ("seqlen: 32", "seqlen: 4096", "perplexity[0].seqlen: seqlen 4096 is longer than model 'tiny-llama''s context"),
+    ("dataset: pydoc, nsamples", "dataset: 'text:{empty_file}', nsamples", "is empty; give a corpus with text in it"),
+    ("{dataset: pydoc, seqlen", "{dataset: 'jsonl:{latin1_file}', seqlen", "latin1.jsonl: not UTF-8 text (byte 13); re-encode"),
+])
+def test_validate_catches_what_run_would_fail_on_without_loading_weights(tmp_path, capsys, old, new, message):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9"}\n')
+    places = {"{empty_dir}": tmp_path / "empty_dir", "{empty_file}": tmp_path / "empty.txt",
+              "{latin1_file}": tmp_path / "latin1.jsonl"}
+    for key, value in places.items():
+        new = new.replace(key, str(value))
+    assert old in GOOD
+    err = one_line_error(["validate", config_file(tmp_path, GOOD.replace(old, new))], capsys)
+    assert message in err
+
+
+def test_validate_reads_a_local_models_config_json(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 60, "intermediate_size": 120, "num_attention_heads": 4, '
+                                       '"max_position_embeddings": 64}')
+    text = GOOD.replace("alias: tiny-llama", f"path: {model}").replace("sparsity: [0.5]", "sparsity: ['2:8']")
+    err = error_of(["validate", config_file(tmp_path, text)], capsys)
+    assert "2:8 needs M=8 to divide" in err and "(60, 120)" in err
+    ok = GOOD.replace("alias: tiny-llama", f"path: {model}")
+    assert main(["validate", str(config_file(tmp_path, ok))]) == 0
