@@ -9,6 +9,10 @@ from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # every option shows its default
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, exit 2, no usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -39,29 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser("prune", help="prune one model with one method and report perplexity")
     prune.add_argument("--model", default="smollm2-135m", help="alias, local dir, .gguf file or hub id")
-    prune.add_argument("--method", default="wanda")
+    prune.add_argument("--method", default="wanda", help="pruning method (see 'prunebench list')")
     prune.add_argument("--sparsity", default="0.5", help="ratio in (0, 1) or N:M, e.g. 2:4")
     prune.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="method argument (repeatable)")
-    prune.add_argument("--calib-dataset", default="pydoc")
-    prune.add_argument("--nsamples", type=_positive, default=128)
+    prune.add_argument("--calib-dataset", default="pydoc", help="calibration dataset, or text:PATH / jsonl:PATH")
+    prune.add_argument("--nsamples", type=_positive, default=128, help="calibration windows")
     prune.add_argument("--seqlen", type=_positive, default=128, help="calibration window length L")
-    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     prune.add_argument("--eval-dataset", default=None, help="perplexity dataset (none: skip evaluation)")
-    prune.add_argument("--eval-seqlen", type=_positive, default=512)
+    prune.add_argument("--eval-seqlen", type=_positive, default=512, help="evaluation window length")
     prune.add_argument("--eval-windows", type=_positive, default=None, help="cap on evaluation windows")
     prune.add_argument("--no-dense-eval", action="store_true", help="skip the dense evaluation")
     prune.add_argument("--tasks", default=None, help="lm-eval tasks, comma-separated (e.g. prunebench_lastword_wikitext2)")
     prune.add_argument("--limit", type=_positive, default=None, help="examples per lm-eval task")
-    prune.add_argument("--num-fewshot", type=int, default=0)
-    prune.add_argument("--tasks-batch-size", type=_positive, default=8)
-    prune.add_argument("--tasks-path", default=None, help="extra directory of lm-eval task YAMLs")
-    prune.add_argument("--propagate", choices=PROPAGATIONS, default="pruned")
+    prune.add_argument("--num-fewshot", type=int, default=0, help="few-shot examples per lm-eval task")
+    prune.add_argument("--tasks-batch-size", type=_positive, default=8, help="lm-eval batch size")
+    prune.add_argument("--tasks-path", default=None,
+                       help="extra directory of lm-eval task YAMLs; task files can run Python (lm-eval's !function), "
+                            "so give only directories you trust")
+    prune.add_argument("--propagate", choices=PROPAGATIONS, default="pruned",
+                       help="which activations feed the next layer's calibration: the pruned or the dense layer's")
     prune.add_argument("--allocation", choices=ALLOCATIONS, default="uniform", help="layer-wise sparsity")
     prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
-    prune.add_argument("--batch-size", type=_positive, default=8)
-    prune.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    prune.add_argument("--dtype", default="float32", choices=DTYPES)
+    prune.add_argument("--batch-size", type=_positive, default=8, help="calibration batch size")
+    prune.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
+    prune.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype")
     prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
@@ -71,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
 
     run = commands.add_parser("run", help="run a benchmark grid (resumes finished cells)")
-    run.add_argument("file", nargs="?", default="benchmarks.yaml")
-    run.add_argument("--results-dir", default=None, help="default: results/<suite>")
+    run.add_argument("file", nargs="?", default="benchmarks.yaml", help="benchmark grid YAML")
+    run.add_argument("--results-dir", default=None, help="results directory (if not given, results/<suite>)")
     run.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                      help="run only matching cells (model, method, sparsity, seqlen, seed, calibration, nsamples)")
     run.add_argument("--force", action="store_true", help="rerun finished cells")
@@ -80,37 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed cell")
 
     validate = commands.add_parser("validate", help="check a benchmark config without loading any weights")
-    validate.add_argument("file", nargs="?", default="benchmarks.yaml")
+    validate.add_argument("file", nargs="?", default="benchmarks.yaml", help="benchmark grid YAML")
 
     status = commands.add_parser("status", help="done / pending / failed per cell")
-    status.add_argument("file", nargs="?", default="benchmarks.yaml")
-    status.add_argument("--results-dir", default=None)
+    status.add_argument("file", nargs="?", default="benchmarks.yaml", help="benchmark grid YAML")
+    status.add_argument("--results-dir", default=None, help="results directory (if not given, results/<suite>)")
+    status.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                        help="show only matching cells (model, method, sparsity, seqlen, seed, calibration, nsamples)")
 
     report = commands.add_parser("report", help="tables and plots from a results directory")
-    report.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
+    report.add_argument("results_dir", nargs="?", default=None, help="results directory; if not given, results/<suite of ./benchmarks.yaml>")
     report.add_argument("--format", choices=("github", "latex", "csv", "html"), default="github",
                         help="html: a static site (index.html, a page per cell) in RESULTS_DIR/report/site")
-    report.add_argument("--out", default=None, help="default: RESULTS_DIR/report (html: RESULTS_DIR/report/site)")
+    report.add_argument("--out", default=None, help="output directory; if not given, RESULTS_DIR/report (html: RESULTS_DIR/report/site)")
     report.add_argument("--reference", default="wanda",
-                        help="method every other is compared with by a paired bootstrap (default: wanda; 'none' for no comparison)")
+                        help="method every other is compared with by a paired bootstrap ('none' for no comparison)")
 
     browse = commands.add_parser("browse", help="open the SQLite leaderboard in datasette (pip install prunebench[browse])")
-    browse.add_argument("results_dir", nargs="?", default=None, help="default: results/<suite of ./benchmarks.yaml>")
-    browse.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    browse.add_argument("--port", type=int, default=8001)
+    browse.add_argument("results_dir", nargs="?", default=None, help="results directory; if not given, results/<suite of ./benchmarks.yaml>")
+    browse.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
+    browse.add_argument("--port", type=int, default=8001, help="port to serve on")
     browse.add_argument("--open", action="store_true", help="open it in a web browser")
 
     bench = commands.add_parser("bench", help="speed and memory benchmark of pruning and evaluation")
-    bench.add_argument("--model", default="smollm2-135m")
-    bench.add_argument("--method", default="wanda")
-    bench.add_argument("--sparsity", default="0.5")
-    bench.add_argument("--nsamples", type=_positive, default=32)
-    bench.add_argument("--seqlen", type=_positive, default=128)
-    bench.add_argument("--eval-dataset", default="pydoc")
-    bench.add_argument("--eval-seqlen", type=_positive, default=512)
-    bench.add_argument("--eval-windows", type=_positive, default=8)
-    bench.add_argument("--data-dir", default=None)
-    bench.add_argument("--device", default=None)
+    bench.add_argument("--model", default="smollm2-135m", help="alias, local dir, .gguf file or hub id")
+    bench.add_argument("--method", default="wanda", help="pruning method")
+    bench.add_argument("--sparsity", default="0.5", help="ratio in (0, 1) or N:M")
+    bench.add_argument("--nsamples", type=_positive, default=32, help="calibration windows")
+    bench.add_argument("--seqlen", type=_positive, default=128, help="calibration window length")
+    bench.add_argument("--eval-dataset", default="pydoc", help="perplexity dataset")
+    bench.add_argument("--eval-seqlen", type=_positive, default=512, help="evaluation window length")
+    bench.add_argument("--eval-windows", type=_positive, default=8, help="evaluation windows")
+    bench.add_argument("--data-dir", default=None, help="directory with local dataset files")
+    bench.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
     return parser
 
 
@@ -120,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prune":
             from prunebench.commands import run_prune
 
-            run_prune(args, _method_args(args.arg))
+            method_args = _method_args(args.arg)
+            if not (args.eval_dataset or args.tasks or args.save or args.json):
+                print("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither "
+                      "evaluated nor saved (only the pruning report is printed)")
+            run_prune(args, method_args)
         elif args.command == "list":
             from prunebench.commands import run_list
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
@@ -186,7 +189,7 @@ def run_run(args) -> int:
     from prunebench.runner import parse_filters, run_grid
 
     config = load_config(args.file)
-    filters = parse_filters(args.only)
+    filters = _checked_filters(config, args.only)
     results_dir = _results_dir(config, args.results_dir)
     if args.dry_run:
         return _print_status(config, results_dir, filters)
@@ -204,7 +207,23 @@ def run_status(args) -> int:
     from prunebench.config import load_config
 
     config = load_config(args.file)
-    return _print_status(config, _results_dir(config, args.results_dir), {})
+    return _print_status(config, _results_dir(config, args.results_dir), _checked_filters(config, args.only))
+
+
+def _checked_filters(config, pairs: list[str]) -> dict:
+    """`--only` filters, each value one the grid has: a filter that matches nothing is a mistake."""
+    from prunebench.grid import expand
+    from prunebench.runner import parse_filters
+
+    filters = parse_filters(pairs)
+    cells = expand(config)
+    for key, values in filters.items():
+        valid = sorted({cell.fields()[key] for cell in cells if cell.method is not None or key == "model"} - {""})
+        unknown = sorted(values - set(valid))
+        if unknown:
+            raise UsageError(f"--only {key}={unknown[0]} matches no cell of {config.path or 'the grid'}; "
+                             f"{key} is one of: {', '.join(valid)}.")
+    return filters
 
 
 def _print_status(config, results_dir: Path, filters: dict) -> int:
@@ -235,8 +254,17 @@ def _given_results_dir(args) -> "str | Path":
 def run_report(args) -> int:
     from prunebench.report import write_report
 
-    results_dir = _given_results_dir(args)
+    results_dir = Path(_given_results_dir(args))
     reference = None if args.reference.lower() == "none" else args.reference
+    if args.out is None and results_dir.is_dir() and not os.access(results_dir, os.W_OK | os.X_OK):
+        if args.format == "html":
+            raise UsageError(f"{results_dir} is read-only; give --out DIR for the site.")
+        # Read-only results (a mounted archive, another user's run): print the tables, write nothing.
+        with tempfile.TemporaryDirectory() as scratch:
+            print(write_report(results_dir, args.format, scratch, reference=reference))
+        print(f"{results_dir} is read-only: tables printed only; give --out DIR to keep tables and plots.",
+              file=sys.stderr)
+        return 0
     if args.format == "html":
         from prunebench.html_report import write_site
 

@@ -2,12 +2,15 @@
 leaderboard per results directory that is updated in the same step and rebuilt from the records."""
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import math
 import os
 import sqlite3
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,15 +53,34 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
+def is_record(value: Any) -> bool:
+    """Whether a parsed record.json is a cell record (a mapping with a name and a status)."""
+    return isinstance(value, dict) and isinstance(value.get("name"), str) and isinstance(value.get("status"), str)
+
+
 class ResultsStore:
-    """A results directory: cells/<name>/record.json and leaderboard.sqlite."""
+    """A results directory: cells/<name>/record.json and leaderboard.sqlite.
+
+    Only the records are data; store.json and the leaderboard are derived and rebuilt when damaged.
+    Nothing is created until the first write or claim, so reading a store (status, report, a dry
+    run) writes nothing, and a read-only results directory can be read.
+    """
 
     def __init__(self, root: "str | Path"):
         self.root = Path(root)
         self.cells = self.root / "cells"
+        self._prepared = False
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"The results directory {self.root} is a file; give a directory path (--results-dir).")
         marker = self.root / "store.json"
-        if marker.exists():
-            schema = json.loads(marker.read_text()).get("schema")
+        is_store = marker.exists()
+        if is_store:
+            try:
+                schema = json.loads(marker.read_text()).get("schema")
+            except (ValueError, AttributeError, OSError):
+                schema = SCHEMA  # derived data: a damaged marker is rewritten by the next write
+                if self.writable():
+                    marker.unlink(missing_ok=True)
             if schema != SCHEMA:
                 raise UsageError(
                     f"{self.root} holds results of schema {schema}, this prunebench writes schema {SCHEMA}; "
@@ -69,11 +91,27 @@ class ResultsStore:
                 f"{self.root} holds results from an older prunebench (no store.json); "
                 "use another --results-dir (or move the old one away) and rerun."
             )
-        self.cells.mkdir(parents=True, exist_ok=True)
-        if not marker.exists():
-            write_json_atomically(marker, {"schema": SCHEMA})
+        if is_store and self.writable():
+            self.sync_database()  # heal the leaderboard of a store that exists (browse relies on it)
+
+    def writable(self) -> bool:
+        return os.access(self.root, os.W_OK | os.X_OK)
+
+    def _prepare(self) -> None:
+        """Create the directory, its marker and the leaderboard table: the first write's job."""
+        if self._prepared:
+            return
+        try:
+            self.cells.mkdir(parents=True, exist_ok=True)
+            marker = self.root / "store.json"
+            if not marker.exists():
+                write_json_atomically(marker, {"schema": SCHEMA})
+        except OSError as error:
+            raise UsageError(f"Cannot write the results directory {self.root} ({error.strerror}); "
+                             "give a writable --results-dir.") from None
+        _remove_orphans(self.root, f".{marker.name}.*.tmp")
+        self._prepared = True
         self._ensure_table()
-        self.sync_database()
 
     # -- records -----------------------------------------------------------------------------
 
@@ -81,13 +119,31 @@ class ResultsStore:
         return self.cells / name / RECORD
 
     def read(self, name: str) -> dict | None:
+        """The cell's record; None when absent, and when not a record (then quarantined, see `_load`)."""
         path = self.record_path(name)
-        if not path.exists():
-            return None
+        return self._load(path) if path.exists() else None
+
+    def _load(self, path: Path) -> dict | None:
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None  # a torn write cannot happen (atomic rename); treat anything else as absent
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            record = None
+        if is_record(record):
+            return record
+        # A torn write cannot happen (atomic rename), so this file was damaged some other way: move it
+        # aside so the cell counts as pending and reruns, and say so.
+        if os.access(path.parent, os.W_OK):
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            aside = path.with_name(f"{RECORD}.corrupt-{stamp}")
+            try:
+                os.replace(path, aside)
+                print(f"prunebench: {path} is not a valid record; moved it to {aside.name}, the cell will rerun",
+                      file=sys.stderr)
+            except FileNotFoundError:  # another process moved it first
+                pass
+        else:
+            print(f"prunebench: {path} is not a valid record; ignored (read-only, not moved)", file=sys.stderr)
+        return None
 
     def is_finished(self, name: str, content_hash: str) -> bool:
         record = self.read(name)
@@ -95,6 +151,7 @@ class ResultsStore:
 
     def write(self, record: dict) -> None:
         """Write the cell's record (last, atomically), then upsert its leaderboard row."""
+        self._prepare()
         record = dict(record, schema=SCHEMA)
         write_json_atomically(self.record_path(record["name"]), record)
         with self._database() as db:
@@ -103,10 +160,9 @@ class ResultsStore:
     def records(self) -> list[dict]:
         found = []
         for path in sorted(self.cells.glob(f"*/{RECORD}")):
-            try:
-                found.append(json.loads(path.read_text()))
-            except json.JSONDecodeError:
-                continue
+            record = self._load(path)
+            if record is not None:
+                found.append(record)
         return found
 
     @contextmanager
@@ -115,6 +171,7 @@ class ResultsStore:
 
         flock is released by the kernel when a process dies, even by SIGKILL, so no stale locks.
         """
+        self._prepare()
         lock_path = self.cells / name / ".lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as handle:
@@ -124,6 +181,9 @@ class ResultsStore:
                 yield False
                 return
             try:
+                # Only the lock holder writes this cell's record: a temporary file left here is an
+                # orphan of a process killed between writing and renaming it.
+                _remove_orphans(lock_path.parent, f".{RECORD}.*.tmp", min_age=0)
                 yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -141,12 +201,23 @@ class ResultsStore:
             db.close()
 
     def _ensure_table(self) -> None:
-        with self._database() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS cells (name TEXT PRIMARY KEY, hash TEXT, suite TEXT, model TEXT, "
-                "method TEXT, sparsity TEXT, seqlen INTEGER, seed INTEGER, status TEXT, perplexity TEXT, "
-                "total_seconds REAL, finished TEXT, record TEXT)"
-            )
+        """Create the leaderboard table; a database that is damaged is deleted and rebuilt from the records."""
+        for attempt in (1, 2):
+            try:
+                with self._database() as db:
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS cells (name TEXT PRIMARY KEY, hash TEXT, suite TEXT, model TEXT, "
+                        "method TEXT, sparsity TEXT, seqlen INTEGER, seed INTEGER, status TEXT, perplexity TEXT, "
+                        "total_seconds REAL, finished TEXT, record TEXT)"
+                    )
+                    db.execute("SELECT name, hash, status, record FROM cells LIMIT 1").fetchall()
+                return
+            except sqlite3.DatabaseError:
+                if attempt == 2:
+                    raise
+                print(f"prunebench: {self.root / DATABASE} is damaged; rebuilding it from the records", file=sys.stderr)
+                for suffix in ("", "-wal", "-shm"):
+                    (self.root / (DATABASE + suffix)).unlink(missing_ok=True)
 
     @staticmethod
     def _upsert(db: sqlite3.Connection, record: dict) -> None:
@@ -160,14 +231,38 @@ class ResultsStore:
         )
 
     def sync_database(self) -> None:
-        """Make the leaderboard agree with the records (after a crash between the two writes)."""
-        records = self.records()
+        """Make the leaderboard agree with the records (after a crash between the two writes, a deleted
+        cell directory or a quarantined record)."""
+        self._prepare()
         with self._database() as db:
+            # Take the write lock before listing the records, so a row another runner upserts now
+            # belongs to a record this listing already sees.
+            db.execute("BEGIN IMMEDIATE")
+            records = self.records()
             known = dict(db.execute("SELECT name, hash || ':' || status FROM cells"))
             for record in records:
                 if known.get(record["name"]) != f"{record.get('hash')}:{record.get('status')}":
                     self._upsert(db, record)
+            gone = set(known) - {record["name"] for record in records}
+            db.executemany("DELETE FROM cells WHERE name = ?", [(name,) for name in gone])
 
     def leaderboard(self) -> list[dict]:
+        """Every row of the leaderboard (read-only, and without the database file, from the records)."""
+        path = self.root / DATABASE
+        if not self.writable() or not path.exists():
+            return sorted((_finite_or_none(r) for r in self.records()), key=lambda r: r["name"])
+        self._prepare()
         with self._database() as db:
             return [json.loads(row[0]) for row in db.execute("SELECT record FROM cells ORDER BY name")]
+
+
+def _remove_orphans(directory: Path, pattern: str, min_age: float = 3600) -> None:
+    """Delete temporary files of atomic writes whose writer died before the rename. Outside a cell's
+    lock another process may be mid-write, so only files older than `min_age` seconds go."""
+    now = time.time()
+    for path in directory.glob(pattern):
+        try:
+            if now - path.stat().st_mtime >= min_age:
+                path.unlink()
+        except FileNotFoundError:
+            pass

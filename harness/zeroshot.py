@@ -34,7 +34,8 @@ def load_tasks(spec, data_dir: str | None = None):
     loaded = {}
     for name in spec.names:
         if name not in known:
-            raise did_you_mean("lm-eval task", name, [t for t in known if not t.startswith("_")])
+            raise did_you_mean("lm-eval task", name, [t for t in known if not t.startswith("_")], limit=10,
+                               more="list them all with: lm-eval ls tasks")
         try:
             loaded.update(manager.load([name])["tasks"])
         except Exception as error:  # datasets/hub raise many types; all mean "no data here"

@@ -124,3 +124,137 @@ def test_validate_reads_a_local_models_config_json(tmp_path, capsys):
     assert "2:8 needs M=8 to divide" in err and "(60, 120)" in err
     ok = GOOD.replace("alias: tiny-llama", f"path: {model}")
     assert main(["validate", str(config_file(tmp_path, ok))]) == 0
+
+
+@pytest.mark.parametrize("command", [["run", "--dry-run"], ["status"], ["run"]])
+def test_only_that_matches_nothing_is_refused(tmp_path, capsys, command):
+    results = tmp_path / "results"
+    err = one_line_error([*command, config_file(tmp_path), "--results-dir", results, "--only", "method=nosuch"], capsys)
+    assert "--only method=nosuch matches no cell" in err and "method is one of: wanda." in err
+    assert not results.exists()
+
+
+def tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("command", [["status"], ["run", "--dry-run"]])
+def test_read_only_commands_create_nothing(tmp_path, capsys, command):
+    results = tmp_path / "results"
+    assert main([*command, str(config_file(tmp_path)), "--results-dir", str(results)]) == 0
+    assert "2 pending; results in" in capsys.readouterr().out
+    assert not results.exists()
+
+
+def test_results_directory_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "results").write_text("not a directory")
+    err = one_line_error(["status", config_file(tmp_path), "--results-dir", tmp_path / "results"], capsys)
+    assert "is a file; give a directory path" in err
+
+
+def _read_only(monkeypatch, root: Path):
+    """Make `root` look read-only to prunebench (the tests may run as root, which chmod does not stop)."""
+    import os
+
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and Path(path).resolve().is_relative_to(root.resolve()):
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_report_and_status_on_a_read_only_results_directory(tmp_path, capsys, monkeypatch):
+    from synthetic_leaderboard import write_results
+
+    root = write_results(tmp_path / "results")
+    before = tree(root)
+    _read_only(monkeypatch, root)
+    assert main(["report", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "|" in captured.out and "read-only: tables printed only" in captured.err
+    text = GOOD.replace("suite: tiny", "suite: results")
+    assert main(["status", str(config_file(tmp_path, text)), "--results-dir", str(root)]) == 0
+    assert tree(root) == before
+
+
+def _store_with_records(tmp_path, count=2):
+    from prunebench.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    for i in range(count):
+        store.write({"name": f"cell{i}", "hash": "h", "status": "ok", "cell": {"method": "wanda"}})
+    return store
+
+
+def test_damaged_derived_files_are_rebuilt_and_bad_records_quarantined(tmp_path, capsys):
+    from prunebench.store import DATABASE, ResultsStore
+
+    store = _store_with_records(tmp_path, 3)
+    root = store.root
+    (root / DATABASE).write_bytes(b"this is not an SQLite database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (root / (DATABASE + suffix)).unlink(missing_ok=True)
+    (root / "store.json").write_text("{not json")
+    (root / "cells" / "cell1" / "record.json").write_text('["not", "a", "record"]')
+    store = ResultsStore(root)
+    err = capsys.readouterr().err
+    assert "is damaged; rebuilding it from the records" in err
+    assert "cell1/record.json is not a valid record; moved it to record.json.corrupt-" in err
+    assert [r["name"] for r in store.leaderboard()] == ["cell0", "cell2"]
+    assert store.read("cell1") is None and list((root / "cells" / "cell1").glob("record.json.corrupt-*"))
+    assert '"schema"' in (root / "store.json").read_text()
+
+
+def test_orphan_temporary_files_and_rows_of_deleted_cells_are_cleaned(tmp_path):
+    import shutil
+
+    from prunebench.store import ResultsStore
+
+    store = _store_with_records(tmp_path, 2)
+    orphan = store.cells / "cell0" / ".record.json.abc123.tmp"
+    orphan.write_text("{half")
+    with store.claim("cell0") as claimed:
+        assert claimed
+    assert not orphan.exists()
+    shutil.rmtree(store.cells / "cell1")
+    assert [r["name"] for r in ResultsStore(store.root).leaderboard()] == ["cell0"]
+
+
+def test_every_option_has_help_showing_its_default():
+    import argparse
+
+    from prunebench.cli import build_parser
+
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        assert sub.formatter_class is argparse.ArgumentDefaultsHelpFormatter, name
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{name} {action.option_strings or action.dest}"
+    prune_help = parser._subparsers._group_actions[0].choices["prune"].format_help()
+    assert "(default: 128)" in prune_help and "!function" in prune_help
+
+
+def test_prune_without_evaluation_or_save_says_so(capsys):
+    assert main(["prune", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither")
+
+
+def test_unknown_lm_eval_task_error_is_short(monkeypatch):
+    from types import SimpleNamespace
+
+    from prunebench import zeroshot
+    from prunebench.config import TaskSpec
+    from prunebench.errors import UsageError
+
+    known = [f"task_{i:05d}" for i in range(20000)] + ["lambada_openai"]
+    monkeypatch.setattr(zeroshot, "task_manager", lambda spec, data_dir=None: SimpleNamespace(all_tasks=known))
+    with pytest.raises(UsageError) as caught:
+        zeroshot.load_tasks(TaskSpec(("lambada_opena",)))
+    message = str(caught.value)
+    assert "Did you mean: lambada_openai?" in message and "and 19991 more (list them all with: lm-eval ls tasks)" in message
+    assert len(message) < 400
