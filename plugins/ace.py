@@ -8,6 +8,11 @@ VarP, two readings of the paper's summary:
   calibration sequence s, with xhat_t = x_t / ||x_t|| (tokens normalised to unit length, so v < 1).
 - "variance": S = |W_ij| * ||X_j|| * E_s[Var_t(x_tj)], the token variance inside each sequence
   (a Wanda-style score scaled by how much feature j varies from token to token).
+VarP as a factor on other methods (the paper's later version: "Wanda+VarP", "RIA+VarP"): `wanda+varp`
+and `ria+varp` score the base method's own score times F_j, VarP's per-input factor without |W|:
+F_j = E_s[1 / (1 - v_sj + eps)] ("inverse") or E_s[Var_t(x_tj)] ("variance"). So wanda+varp with
+"variance" is ace-varp's "variance" score, up to float rounding (the product is taken in another order).
+Defaults: chosen on a tuning split disjoint from the leaderboard's test text, results/ace-ablation-tuning.
 ||X_j|| is taken as sqrt of Wanda's statistic, which differs from the norm over all tokens by one
 constant per layer and so ranks identically.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prunebench import Accumulator, PruningMethod, Statistic, UsageError, hookimpl
+from prunebench.baselines.ria import RIA
+from prunebench.baselines.wanda import Wanda
 
 if TYPE_CHECKING:
     import torch
@@ -150,8 +157,8 @@ class _AceMethod(PruningMethod):
 class CosP(_AceMethod):
     name = "ace-cosp"
     description = "ACE CosP: |W| * ||X_j|| * f(W * C), C the token-aggregated cosine loss; per row"
-    # Default chosen by results/ace-ablation: the per-token absolute loss is the only reading that
-    # reaches Wanda; the signed aggregate cancels over tokens.
+    # Default chosen by results/ace-ablation-tuning: the per-token absolute loss is the only reading
+    # within reach of Wanda; |aggregate| is 6x Wanda's perplexity, clamp and signed diverge.
     arguments = {"group": "row", "sign": "abs-token", "eps": 1e-6}
 
     def required_statistics(self, arguments):
@@ -176,15 +183,52 @@ class VarP(_AceMethod):
 class Ace(_AceMethod):
     name = "ace"
     description = "ACE: the element-wise product of the CosP and VarP scores; per row"
-    arguments = {"group": "row", "sign": "abs", "reading": "variance", "eps": 1e-6}
+    # Defaults chosen by results/ace-ablation-tuning: CosP's own reading (abs-token), and in the
+    # product VarP's 'inverse' reading, which beats 'variance' there (though not alone).
+    arguments = {"group": "row", "sign": "abs-token", "reading": "inverse", "eps": 1e-6}
+    version = "2"  # defaults were sign=abs, reading=variance
 
     def required_statistics(self, arguments):
         return tuple(dict.fromkeys(("input_sq_norm", _cosine_statistic(arguments["sign"]))
                                    + self._varp_statistics(arguments["reading"])))
 
-    def score(self, weight, stats, group="row", sign="abs", reading="variance", eps=1e-6):
+    def score(self, weight, stats, group="row", sign="abs-token", reading="inverse", eps=1e-6):
         cosine = stats[_cosine_statistic(sign)]
         return cosp_score(weight, stats["input_sq_norm"], cosine, sign) * varp_score(weight, stats, reading)
+
+
+def varp_factor_statistics(reading):
+    return ("ace_inverse_norm",) if reading == "inverse" else ("ace_token_variance",)
+
+
+def varp_factor(stats, reading):
+    """VarP's factor F_j (1 x in): E_s[1 / (1 - mean_t xhat_tj^2 + eps)] ('inverse') or E_s[Var_t(x_tj)] ('variance')."""
+    return stats[varp_factor_statistics(reading)[0]].reshape(1, -1)
+
+
+class _TimesVarP(_AceMethod):
+    """Put before a base method's class: the base score times VarP's factor F_j (paper v2's "X+VarP")."""
+
+    def required_statistics(self, arguments):
+        return tuple(dict.fromkeys(super().required_statistics(arguments) + varp_factor_statistics(arguments["reading"])))
+
+    def score(self, weight, stats, reading="inverse", eps=1e-6, **base_arguments):
+        return super().score(weight, stats, **base_arguments) * varp_factor(stats, reading)
+
+
+class WandaVarP(_TimesVarP, Wanda):
+    name = "wanda+varp"
+    description = ("Wanda+VarP: Wanda's |W_ij| * ||X_j|| times F_j = E_s[1/(1 - mean_t xhat_tj^2 + eps)] ('inverse') "
+                   "or E_s[Var_t(x_tj)] ('variance'); per row")
+    # 'inverse' by results/ace-ablation-tuning ('variance' is ace-varp's variance reading, 1.6x Wanda).
+    arguments = {**Wanda.arguments, "reading": "inverse", "eps": 1e-6}
+
+
+class RIAVarP(_TimesVarP, RIA):
+    name = "ria+varp"
+    description = ("RIA+VarP: RIA's (|W|/colsum + |W|/rowsum) * ||X_j||^a times VarP's factor F_j (as wanda+varp); "
+                   "whole-matrix groups; N:M per row, optional reallocation")
+    arguments = {**RIA.arguments, "reading": "inverse", "eps": 1e-6}
 
 
 @hookimpl
@@ -200,3 +244,5 @@ def register_methods(register):
     register(CosP())
     register(VarP())
     register(Ace())
+    register(WandaVarP())
+    register(RIAVarP())

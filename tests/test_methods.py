@@ -200,7 +200,7 @@ def test_ace_is_the_product_of_cosp_and_varp(ace_inputs):
 
 
 def test_ace_statistics_follow_the_reading():
-    assert Ace().required_statistics(Ace().resolve_arguments({"reading": "inverse"})) == (
+    assert Ace().required_statistics(Ace().resolve_arguments({"sign": "abs", "reading": "inverse"})) == (
         "input_sq_norm", "ace_cos", "ace_inverse_norm")
     assert VarP().required_statistics(VarP().resolve_arguments({})) == ("input_sq_norm", "ace_token_variance")
 
