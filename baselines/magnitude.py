@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from prunebench import PruningMethod, hookimpl
+from prunebench.masks import tied_at_cut
 
 
 class Magnitude(PruningMethod):
@@ -11,6 +12,11 @@ class Magnitude(PruningMethod):
 
     def score(self, weight, stats, **args):
         return weight.abs()
+
+    def diagnose(self, weight, stats, context, **args):
+        # Checkpoints dequantised from few bits (SmolLM2's GGUF) hold many equal |W|; where a tie
+        # straddles the cut, position alone decides what is pruned. The report says how often.
+        context.count("tied_at_cut", *tied_at_cut(weight.abs(), context.target, args.get("group", "layer")))
 
 
 @hookimpl

@@ -13,14 +13,15 @@ if TYPE_CHECKING:
 
 class _RunningHessian(RunningMean):
     def fold(self, inputs, outputs):
-        # SparseGPT's add_batch: H = (2/n) sum X X^T as a running mean over sequences, in float32.
-        scaled = inputs.float() * (2 / self.nsequences) ** 0.5
+        # SparseGPT's add_batch: H = (2/n) sum X X^T as a running mean over sequences, summed in
+        # float64 (the reference's float32 sum depends on the batch size; see RunningMean).
+        scaled = inputs.double() * (2 / self.nsequences) ** 0.5
         self.mean.addmm_(scaled.t(), scaled)
 
 
 class InputHessian(Statistic):
     name = "hessian"
-    description = "H = (2/n) sum_t x_t x_t^T, running mean over sequences, float32 (SparseGPT)"
+    description = "H = (2/n) sum_t x_t x_t^T, running mean over sequences, summed in float64 (SparseGPT)"
 
     def accumulator(self, linear, device, arguments):
         return _RunningHessian((linear.in_features, linear.in_features), device)
@@ -97,6 +98,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, target: Sparsit
 class SparseGPT(PruningMethod):
     name = "sparsegpt"
     description = "OBS reconstruction: blockwise adaptive mask by w^2/[H^-1]_qq^2, updates the kept weights"
+    version = "2"  # 2: the Hessian is summed in float64
     statistics = ("hessian",)
     arguments = {"blocksize": 128, "percdamp": 0.01, "damping_retries": 4}
 

@@ -36,6 +36,7 @@ class StatisticHooks:
         self.needs_output = len(self.input_only) < len(statistics)
         self.stop_early = stop_early
         self.first_batch = True
+        self.batch_sequences = 0  # sequences in the batch now running: linears may see them flattened
         self.first_inputs: dict[str, torch.Tensor] = {}  # held during batch 1 so identities stay unique
         self.call_order: list[str] = []
         self.shared: set[tuple[str, str]] = set()  # (linear, statistic) fed through another linear
@@ -49,12 +50,11 @@ class StatisticHooks:
     def _hook(self, name: str) -> Callable:
         def hook(module, args, output):
             x = args[0]
-            nsequences = x.shape[0] if x.dim() == 3 else 1
             flat_in = x.reshape(-1, x.shape[-1]).float()
             flat_out = output.reshape(-1, output.shape[-1]).float() if output is not None else None
             for stat_name, accumulator in self.accumulators[name].items():
                 if (name, stat_name) not in self.shared:
-                    accumulator.add(flat_in, flat_out, nsequences)
+                    accumulator.add(flat_in, flat_out, self.batch_sequences)
             if self.first_batch:
                 self.call_order.append(name)
                 self.first_inputs[name] = x
@@ -79,7 +79,10 @@ class StatisticHooks:
     def run(self, layer: nn.Module, inputs: LayerInputs) -> list[torch.Tensor] | None:
         """Run every batch through `layer` collecting statistics; the outputs unless stopping early."""
         outputs = []
-        for hidden, call in zip(inputs.hidden, inputs.calls):
+        for hidden, call, sequences in zip(inputs.hidden, inputs.calls, inputs.sequences):
+            # OPT's MLP (and any layer that flattens tokens) hands its linears (tokens x width):
+            # only the layer's input still shows how many sequences the batch holds.
+            self.batch_sequences = sequences
             try:
                 outputs.append(layer_output(layer(hidden, *call.args, **call.kwargs)))
             except _LayerDone:

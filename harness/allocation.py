@@ -16,12 +16,26 @@ def outlier_share(scores: torch.Tensor, m: float) -> float:
 
 
 def owl_sparsities(outlier_shares: list[float], sparsity: float, lam: float, floor: float = 0.01) -> list[float]:
-    """Per-layer sparsities: keep ratios spread over [0, 2 lambda] by outlier share, mean 1 - s."""
+    """Per-layer sparsities: keep ratios spread over [0, 2 lambda] by outlier share, mean 1 - s.
+
+    A layer that would fall below `floor` is held at it and the other layers move down together,
+    so that the mean stays s (OWL's code raises such a layer without compensating).
+    """
     shares = torch.tensor(outlier_shares, dtype=torch.float64)
     spread = shares.max() - shares.min()
     keep = (shares - shares.min()) / spread * 2 * lam if spread > 0 else torch.zeros_like(shares)
-    keep = keep - keep.mean() + (1 - sparsity)
-    return [max(floor, 1 - float(k)) for k in keep]
+    raw = 1 - (keep - keep.mean() + (1 - sparsity))
+    floored = torch.zeros_like(raw, dtype=torch.bool)
+    while True:
+        free = ~floored
+        if not free.any():
+            break
+        shift = (sparsity * raw.numel() - floor * int(floored.sum()) - float(raw[free].sum())) / int(free.sum())
+        newly = free & (raw + shift < floor)
+        if not newly.any():
+            break
+        floored |= newly
+    return [floor if f else float(r + shift) for r, f in zip(raw, floored)]
 
 
 def owl_layer_targets(model, calibration, target: SparsityTarget, *, m: float = 5.0, lam: float = 0.08,

@@ -4,11 +4,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import gzip
+import hashlib
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
@@ -86,6 +89,9 @@ class TextDataset:
     takes_path: bool = False
     # Cap on evaluation windows the protocol itself applies (C4 uses 256), else None.
     protocol_max_windows: int | None = None
+    # One continuous text (WikiText-2, PTB, text:PATH): calibration windows are drawn from it
+    # directly, as Wanda's get_wikitext2 does, without a draw for choosing a document.
+    single_document: ClassVar[bool] = False
 
     def calibration_documents(self, path: str | None, dirs: list[Path]) -> list[str]:
         raise NotImplementedError
@@ -93,10 +99,19 @@ class TextDataset:
     def evaluation_text(self, path: str | None, dirs: list[Path]) -> str:
         raise NotImplementedError
 
+    def source(self, role: str, path: str | None, dirs: list[Path]) -> "Path | str":
+        """Where the text for `role` ("calibration" or "evaluation") comes from: the local file that
+        will be read, or else a description (hub id, module) whose loaded text is hashed instead."""
+        return f"{self.name} (dataset plugin {type(self).__module__})"
+
 
 class WikiText2(TextDataset):
     TRAIN = ("wiki.train.raw", "wikitext-2-raw/wiki.train.raw")
     TEST = ("wiki.test.raw", "wikitext-2-raw/wiki.test.raw")
+    single_document = True
+
+    def source(self, role, path, dirs):
+        return _find_local(self.TRAIN if role == "calibration" else self.TEST, dirs) or "hub:wikitext/wikitext-2-raw-v1"
 
     def _rows(self, split, files, dirs):
         local = _find_local(files, dirs)
@@ -124,6 +139,10 @@ class C4(TextDataset):
         shard = files[1]
         return _hub(self.name, split, files, dirs, "allenai/c4", data_files={split: shard})["text"]
 
+    def source(self, role, path, dirs):
+        files = self.TRAIN if role == "calibration" else self.VALIDATION
+        return _find_local(files, dirs) or f"hub:allenai/c4/{files[1]}"
+
     def calibration_documents(self, path, dirs):
         return self._texts("train", self.TRAIN, dirs)
 
@@ -135,6 +154,10 @@ class C4(TextDataset):
 class PTB(TextDataset):
     TRAIN = ("ptb.train.txt",)
     TEST = ("ptb.test.txt",)
+    single_document = True
+
+    def source(self, role, path, dirs):
+        return _find_local(self.TRAIN if role == "calibration" else self.TEST, dirs) or "hub:ptb_text_only/penn_treebank"
 
     def _sentences(self, split, files, dirs):
         local = _find_local(files, dirs)
@@ -153,6 +176,9 @@ class PydocTopics(TextDataset):
     """CPython's documentation topics: every fifth topic (sorted by key) is held out for evaluation."""
 
     HELD_OUT_EVERY = 5
+
+    def source(self, role, path, dirs):
+        return f"pydoc_data.topics (Python {sys.version.split()[0]})"
 
     def _split(self, held_out: bool) -> list[str]:
         from pydoc_data.topics import topics
@@ -179,6 +205,11 @@ def _existing(path: str | None, prefix: str) -> Path:
 
 
 class LocalText(TextDataset):
+    single_document = True
+
+    def source(self, role, path, dirs):
+        return _existing(path, self.name)
+
     def calibration_documents(self, path, dirs):
         return [self.evaluation_text(path, dirs)]
 
@@ -187,6 +218,9 @@ class LocalText(TextDataset):
 
 
 class LocalJsonl(TextDataset):
+    def source(self, role, path, dirs):
+        return _existing(path, self.name)
+
     def calibration_documents(self, path, dirs):
         return read_jsonl_texts(_existing(path, self.name))
 
@@ -231,11 +265,22 @@ def evaluation_text(spec: str, data_dir: "str | Path | None" = None) -> str:
     return dataset.evaluation_text(path, data_dirs(data_dir))
 
 
-def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: int = 0,
+                        data_dir: "str | Path | None" = None) -> torch.Tensor:
+    """(nsamples, seqlen) calibration token ids from dataset `spec`, sampled as its protocol does."""
+    dataset, path = resolve_dataset(spec)
+    documents = dataset.calibration_documents(path, data_dirs(data_dir))
+    return sample_calibration(tokenizer, documents, nsamples, seqlen, seed, single_document=dataset.single_document)
+
+
+def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: int, seed: int = 0, *,
+                       single_document: bool = False) -> torch.Tensor:
     """Sample (nsamples, seqlen) windows exactly as Wanda/SparseGPT do (REFERENCE.md section 1).
 
-    Pick a random document, re-draw until it has more than seqlen tokens, take the window starting
-    at randint(0, len - seqlen - 1); Python's Mersenne Twister seeded once.
+    Several documents (C4's loop): pick a random document, re-draw until it has more than seqlen
+    tokens, take the window starting at randint(0, len - seqlen - 1). One continuous text
+    (`single_document`, Wanda's get_wikitext2): tokenize it once and draw only the window starts.
+    Python's Mersenne Twister seeded once, as `random.seed(seed)` in their code.
     """
     import torch
 
@@ -243,7 +288,16 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
         raise UsageError(f"Bad calibration size {nsamples} x {seqlen}: both must be positive.")
     if not documents:
         raise UsageError("The calibration corpus has no documents; give a non-empty dataset.")
+    if single_document and len(documents) != 1:
+        raise UsageError(f"A single-document corpus gave {len(documents)} documents; join them into one text.")
     rng = random.Random(seed)
+    if single_document:
+        ids = tokenizer(documents[0], verbose=False)["input_ids"]
+        if len(ids) <= seqlen:
+            raise UsageError(f"Calibration text is shorter than one window: {len(ids)} tokens, not more than {seqlen}; "
+                             "use a smaller --seqlen or a longer corpus.")
+        starts = [rng.randint(0, len(ids) - seqlen - 1) for _ in range(nsamples)]
+        return torch.tensor([ids[i : i + seqlen] for i in starts], dtype=torch.long)
     token_cache: dict[int, list[int]] = {}
     too_short: set[int] = set()
     windows = []
@@ -265,6 +319,55 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
         start = rng.randint(0, len(ids) - seqlen - 1)
         windows.append(ids[start : start + seqlen])
     return torch.tensor(windows, dtype=torch.long)
+
+
+def evaluation_window_cap(spec: str, max_windows: int | None) -> int | None:
+    """The evaluation window cap: the protocol's own (C4: 256 windows) unless the user's is smaller."""
+    protocol = resolve_dataset(spec)[0].protocol_max_windows
+    caps = [cap for cap in (max_windows, protocol) if cap is not None]
+    return min(caps) if caps else None
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_TEXT_HASHES: dict[tuple[str, str, str], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, computed once per (path, size, modification time) in this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def text_provenance(spec: str, role: str, data_dir: "str | Path | None" = None) -> dict:
+    """{"dataset", "source", "local", "sha256"} of the text `spec` gives for `role` ("calibration" or
+    "evaluation").
+
+    A local file is identified by its path and the sha256 of its bytes; text from the hub or a
+    module (pydoc) by the sha256 of the text itself, loaded once per process.
+    """
+    dataset, path = resolve_dataset(spec)
+    dirs = data_dirs(data_dir)
+    where = dataset.source(role, path, dirs)
+    if isinstance(where, Path):
+        return {"dataset": spec, "source": str(where.resolve()), "local": True, "sha256": file_sha256(where)}
+    key = (spec, role, where)
+    if key not in _TEXT_HASHES:
+        if role == "calibration":
+            parts = dataset.calibration_documents(path, dirs)
+        else:
+            parts = [dataset.evaluation_text(path, dirs)]
+        digest = hashlib.sha256()
+        for part in parts:  # a separator after each document, so that where documents end counts too
+            digest.update(part.encode("utf-8") + b"\0")
+        _TEXT_HASHES[key] = digest.hexdigest()
+    return {"dataset": spec, "source": where, "local": False, "sha256": _TEXT_HASHES[key]}
 
 
 def tokenize_text(tokenizer, text: str) -> torch.Tensor:

@@ -35,6 +35,7 @@ class PruneReport:
     nsamples: int
     seqlen: int
     device: str
+    batch_size: int = 8
     allocation: str = "uniform"
     layer_targets: list[float] = field(default_factory=list)
     layer_sparsity: list[float] = field(default_factory=list)
@@ -44,6 +45,8 @@ class PruneReport:
     memory_before_bytes: int = 0
     peak_memory_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    # Run-wide tallies a method records (LinearContext.count): name -> {"count", "total", "fraction"}.
+    diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +133,7 @@ def prune(
     device = torch.device(device) if device is not None else default_device()
     report = PruneReport(
         method=method.name, arguments=arguments, sparsity=str(target), propagate=propagate,
-        nsamples=calibration.shape[0], seqlen=calibration.shape[1], device=str(device),
+        nsamples=calibration.shape[0], seqlen=calibration.shape[1], device=str(device), batch_size=batch_size,
     )
     if allocation not in ALLOCATIONS:
         raise UsageError(f"Bad allocation '{allocation}': use one of {', '.join(ALLOCATIONS)}.")
@@ -138,6 +141,7 @@ def prune(
         raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
     report.allocation = allocation if allocation == "uniform" else f"owl(M={owl_m:g}, lambda={owl_lambda:g})"
     watch = _Stopwatch(device)
+    counts: dict[str, list[int]] = {}
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -164,7 +168,9 @@ def prune(
             zeros = numel = 0
             for name, linear in linears.items():
                 weight = linear.weight.data
-                context = LinearContext(layer_targets[step.index], registry.make_mask, step.index, name, report.notes)
+                context = LinearContext(layer_targets[step.index], registry.make_mask, step.index, name, report.notes,
+                                        counts)
+                method.diagnose(weight, stats[name], context, **arguments)
                 with watch.time("score_mask"):
                     mask = method.select(weight, stats[name], context, **arguments)
                 with watch.time("weight_update"):
@@ -183,5 +189,7 @@ def prune(
     report.timings = dict(watch.totals, total=time.perf_counter() - start)
     report.memory_before_bytes, report.peak_memory_bytes = memory.before_bytes, memory.peak_bytes
     report.overall_sparsity = total_zeros / total_numel if total_numel else 0.0
+    report.diagnostics = {name: {"count": hits, "total": total, "fraction": hits / total if total else 0.0}
+                          for name, (hits, total) in counts.items()}
     model.train(was_training)
     return report

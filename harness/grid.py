@@ -92,10 +92,33 @@ def plugin_version(method_name: str | None) -> str:
         return "unknown"
 
 
-def content_hash(cell: Cell, config: BenchmarkConfig) -> str:
-    """Hash of what changes the numbers: the cell's config, method arguments, package and plugin versions."""
-    from prunebench import __version__
+def config_device(config: BenchmarkConfig):
+    """The torch.device the config's `device` names (`auto`: CUDA when present, else CPU)."""
+    import torch
 
+    from prunebench.walk import default_device
+
+    return default_device() if config.device == "auto" else torch.device(config.device)
+
+
+def cell_provenance(cell: Cell, config: BenchmarkConfig) -> dict:
+    """What a cell's numbers depend on besides its config (`prunebench.provenance.run_provenance`)."""
+    from prunebench.provenance import run_provenance
+
+    return run_provenance(cell.method.method if cell.method else None, device=config_device(config),
+                          batch_size=config.batch_size, calibration_dataset=cell.calibration_dataset,
+                          evaluation_datasets=[spec.dataset for spec in config.perplexity], data_dir=config.data_dir)
+
+
+def content_hash(cell: Cell, config: BenchmarkConfig, provenance: dict | None = None) -> str:
+    """Hash of what changes the numbers: the cell's config, method arguments, package and plugin
+    versions, and its provenance (numerics and method versions, libraries, threads, device, batch
+    size, data files) without the git revision; `provenance` defaults to `cell_provenance`."""
+    from prunebench import __version__
+    from prunebench.provenance import hashed_provenance
+
+    provenance = provenance if provenance is not None else cell_provenance(cell, config)
     payload = {"cell": cell.describe(config), "prunebench": __version__,
-               "plugin": plugin_version(cell.method.method if cell.method else None)}
+               "plugin": plugin_version(cell.method.method if cell.method else None),
+               "provenance": hashed_provenance(provenance)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -36,14 +36,50 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return below | (ties & (ties.cumsum(dim=1) <= missing))
 
 
-def lowest_per_row(scores: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Prune the int(in * ratio) lowest scores of each output row (stable order, as Wanda)."""
-    return lowest_k(scores, int(scores.shape[1] * ratio))
+def lowest_per_row(scores: torch.Tensor, ratio: float, exact_count: bool = False) -> torch.Tensor:
+    """Prune the int(in * ratio) lowest scores of each output row (stable order, as Wanda).
+
+    With `exact_count`, prune round(numel * ratio) in all: the rows whose next-lowest score is
+    lowest (ties to the lower row) prune one more than int(in * ratio).
+    """
+    import torch
+
+    rows, columns = scores.shape
+    k = int(columns * ratio)
+    mask = lowest_k(scores, k)
+    extra = round(scores.numel() * ratio) - rows * k if exact_count and k < columns else 0
+    if extra > 0:
+        following = torch.kthvalue(scores, k + 1, dim=1).values
+        chosen = torch.sort(following, stable=True).indices[:extra]
+        mask[chosen] = lowest_k(scores[chosen], k + 1)
+    return mask
 
 
-def lowest_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Prune the int(numel * ratio) lowest scores of the whole matrix (exact count, stable ties)."""
-    return lowest_k(scores.reshape(1, -1), int(scores.numel() * ratio)).view_as(scores)
+def lowest_per_layer(scores: torch.Tensor, ratio: float, exact_count: bool = False) -> torch.Tensor:
+    """Prune the int(numel * ratio) lowest scores of the whole matrix (stable ties); round() with `exact_count`."""
+    count = round(scores.numel() * ratio) if exact_count else int(scores.numel() * ratio)
+    return lowest_k(scores.reshape(1, -1), count).view_as(scores)
+
+
+def tied_at_cut(scores: torch.Tensor, target: SparsityTarget, group: str) -> tuple[int, int]:
+    """How often the mask's cut falls inside a tie of equal scores, so that which of them is pruned
+    is decided by position alone: (tied, total) with N:M groups whose N-th and (N+1)-th lowest
+    scores are equal out of all groups, or, unstructured, scores equal to a threshold that has
+    equal scores on both sides of the cut out of all scores."""
+    import torch
+
+    if target.is_n_m:
+        ordered = torch.sort(scores.reshape(scores.shape[0], -1, target.m), dim=2).values
+        tied = ordered[..., target.n - 1] == ordered[..., target.n]
+        return int(tied.sum()), tied.numel()
+    groups = scores.reshape(1, -1) if group == "layer" else scores
+    k = int(groups.shape[1] * target.ratio)
+    if not 0 < k < groups.shape[1]:
+        return 0, scores.numel()
+    threshold = torch.kthvalue(groups, k, dim=1, keepdim=True).values
+    following = torch.kthvalue(groups, k + 1, dim=1, keepdim=True).values
+    straddles = threshold == following
+    return int(((groups == threshold) & straddles).sum()), scores.numel()
 
 
 def lowest_n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -65,7 +101,7 @@ def make_mask(scores: torch.Tensor, target: SparsityTarget, group: str) -> torch
     if target.is_n_m:
         return lowest_n_of_m(scores, target.n, target.m)
     if group == "row":
-        return lowest_per_row(scores, target.ratio)
+        return lowest_per_row(scores, target.ratio, target.exact_count)
     if group == "layer":
-        return lowest_per_layer(scores, target.ratio)
+        return lowest_per_layer(scores, target.ratio, target.exact_count)
     raise UsageError(f"Unknown comparison group '{group}'. Use one of: {', '.join(GROUPS)}.")

@@ -32,13 +32,17 @@ class RunningMean(Accumulator):
 
     On a batch of b sequences: ``mean *= n / (n + b); n += b``, then `fold` adds the batch's sum
     divided by the new n (in whatever float order the method's reference code uses).
+
+    The mean is kept in float64 and `fold` should compute its sum in float64 too: in float32 the
+    summation order alone, which the batch size sets, moves the statistic by a few ulps, enough
+    to flip near-tied masks and, through SparseGPT's updates, every later layer. `result()` rounds
+    to float32, which makes it bitwise the same for any batch size in practice.
     """
 
     def __init__(self, shape: tuple[int, ...], device: torch.device):
         import torch
 
-
-        self.mean = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
         self.nsequences = 0
 
     def fold(self, inputs: torch.Tensor, outputs: torch.Tensor | None) -> None:
@@ -51,7 +55,9 @@ class RunningMean(Accumulator):
         self.fold(inputs, outputs)
 
     def result(self) -> torch.Tensor:
-        return self.mean
+        import torch
+
+        return self.mean.to(torch.float32)
 
 
 class Statistic:
@@ -75,21 +81,30 @@ class LinearContext:
     layer_index: int
     linear_name: str
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=dict)
 
     def note(self, message: str) -> None:
         """Record something the run's report should show (e.g. a damping retry)."""
         self.notes.append(f"layer {self.layer_index} {self.linear_name}: {message}")
+
+    def count(self, name: str, hits: int, total: int) -> None:
+        """Add to a run-wide tally the report shows as a fraction (e.g. mask groups tied at the cut)."""
+        tally = self.counts.setdefault(name, [0, 0])
+        tally[0] += hits
+        tally[1] += total
 
 
 class PruningMethod:
     """A pruning method. Subclasses set the class attributes and implement `score`.
 
     `arguments` holds every method argument with its default; "group" is the comparison group
-    for unstructured sparsity ("row" or "layer").
+    for unstructured sparsity ("row" or "layer"). `version` goes into the content hash of
+    results: bump it whenever a change to the method can change its numbers.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    version: ClassVar[str] = "1"
     statistics: ClassVar[tuple[str, ...]] = ()
     arguments: ClassVar[Mapping[str, Any]] = {"group": "row"}
 
@@ -100,6 +115,10 @@ class PruningMethod:
     def score(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], **args: Any) -> torch.Tensor:
         """Importance of each weight (out x in); the lowest are pruned."""
         raise NotImplementedError
+
+    def diagnose(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], context: "LinearContext",
+                 **args: Any) -> None:
+        """Measure something about this linear before it is pruned, through `context.count`; not timed."""
 
     def select(self, weight: torch.Tensor, stats: Mapping[str, torch.Tensor], context: "LinearContext",
                **args: Any) -> torch.Tensor | None:

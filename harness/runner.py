@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import platform
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -16,9 +14,10 @@ from tqdm.auto import tqdm
 
 from prunebench.config import BenchmarkConfig
 from prunebench.errors import UsageError
-from prunebench.grid import Cell, content_hash, expand
+from prunebench.grid import Cell, cell_provenance, config_device, content_hash, expand
+from prunebench.machine_load import load_record, sample_load
 from prunebench.store import ResultsStore
-from prunebench.walk import decoder_layers, default_device, on_device, prunable_linears
+from prunebench.walk import decoder_layers, on_device, prunable_linears
 
 FILTER_KEYS = ("model", "method", "sparsity", "seqlen", "seed", "calibration", "nsamples")
 
@@ -65,21 +64,6 @@ def cell_status(store: ResultsStore, cell: Cell, config: BenchmarkConfig) -> str
     return {"ok": "done", "diverged": "done (diverged)"}.get(record.get("status"), record.get("status", "pending"))
 
 
-def environment(device: torch.device) -> dict:
-    import transformers
-
-    from prunebench import __version__
-
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                  cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        revision = None
-    return {"prunebench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": str(device),
-            "torch_threads": torch.get_num_threads(), "git_revision": revision}
-
-
 class _ModelSession:
     """One loaded model with its dense weights kept in memory, and token caches."""
 
@@ -100,12 +84,12 @@ class _ModelSession:
                 weight.copy_(dense)
 
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
-        from prunebench.data import calibration_documents, sample_calibration
+        from prunebench.data import calibration_windows
 
         key = (cell.calibration_dataset, cell.nsamples, cell.seqlen, cell.seed)
         if key not in self.calibration:
-            documents = calibration_documents(cell.calibration_dataset, config.data_dir)
-            self.calibration[key] = sample_calibration(self.tokenizer, documents, cell.nsamples, cell.seqlen, cell.seed)
+            self.calibration[key] = calibration_windows(self.tokenizer, cell.calibration_dataset, cell.nsamples,
+                                                        cell.seqlen, cell.seed, config.data_dir)
         return self.calibration[key]
 
     def evaluation_tokens(self, dataset: str, config: BenchmarkConfig) -> torch.Tensor:
@@ -117,13 +101,15 @@ class _ModelSession:
 
 
 def _evaluate(session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
+    from prunebench.data import evaluation_window_cap
     from prunebench.evaluate import perplexity
 
     results = {}
     with on_device(session.model, device):
         for spec in config.perplexity:
             tokens = session.evaluation_tokens(spec.dataset, config)
-            result = perplexity(session.model, tokens, spec.seqlen, spec.max_windows, device=device, progress=progress)
+            cap = evaluation_window_cap(spec.dataset, spec.max_windows)
+            result = perplexity(session.model, tokens, spec.seqlen, cap, device=device, progress=progress)
             results[spec.label] = dict(result.to_dict(), dataset=spec.dataset)
     return results
 
@@ -141,7 +127,7 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                        owl_m=cell.method.owl_m, owl_lambda=cell.method.owl_lambda, **cell.method.args)
         record.update(timings=report.timings, peak_memory_bytes=report.peak_memory_bytes,
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
-                      layer_targets=report.layer_targets)
+                      layer_targets=report.layer_targets, diagnostics=report.diagnostics)
     record["measured_sparsity"] = measured_sparsity(session.model)
     record["perplexity"] = _evaluate(session, config, device, progress)
     if config.tasks.names:
@@ -158,14 +144,14 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
     """Run every selected cell not already finished with the same content hash."""
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})
-    device = default_device() if config.device == "auto" else torch.device(config.device)
+    device = config_device(config)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {config.device} asks for CUDA, but no GPU is visible; set device: cpu or auto.")
-    env = environment(device)
     summary = RunSummary()
     session: _ModelSession | None = None
     for cell in tqdm(cells, desc="cells", disable=not progress):
-        cell_hash = content_hash(cell, config)
+        provenance = cell_provenance(cell, config)
+        cell_hash = content_hash(cell, config, provenance)
         with store.claim(cell.name) as claimed:
             if not claimed:
                 summary.busy.append(cell.name)
@@ -174,8 +160,9 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
                 summary.skipped.append(cell.name)
                 continue
             started = datetime.datetime.now(datetime.timezone.utc)
-            record = {"name": cell.name, "hash": cell_hash, "cell": _cell_fields(cell, config), "environment": env,
+            record = {"name": cell.name, "hash": cell_hash, "cell": _cell_fields(cell, config), "provenance": provenance,
                       "seed": cell.seed, "started": started.isoformat()}
+            load_at_start = sample_load()
             begin = time.perf_counter()
             try:
                 if session is None or session.source != cell.model.source:
@@ -189,6 +176,8 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
                 record.update(status="failed", error=f"{type(error).__name__}: {message}", traceback=traceback.format_exc())
                 summary.failed.append((cell.name, record["error"]))
             record["wall_seconds"] = time.perf_counter() - begin
+            # This run keeps torch's threads busy; a load average above that is someone else's.
+            record["load"] = load_record(load_at_start, sample_load(), own_load=torch.get_num_threads())
             record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
             store.write(record)
             summary.ran.append(cell.name)

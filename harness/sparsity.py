@@ -8,11 +8,18 @@ from prunebench.errors import UsageError
 
 @dataclass(frozen=True)
 class SparsityTarget:
-    """Either `ratio` (fraction of weights zeroed) or `n`:`m` (n zeros in every m inputs)."""
+    """Either `ratio` (fraction of weights zeroed) or `n`:`m` (n zeros in every m inputs).
+
+    `exact_count`: prune round(numel * ratio) weights of each matrix even with per-row groups, some
+    rows one more than others. Off by default, as Wanda prunes int(in * ratio) of every row; on for
+    layer-wise allocations, whose ratios rarely give whole counts per row, so that the flooring
+    would pull the model's sparsity below its target.
+    """
 
     ratio: float
     n: int | None = None
     m: int | None = None
+    exact_count: bool = False
 
     @property
     def is_n_m(self) -> bool:
@@ -22,10 +29,10 @@ class SparsityTarget:
         return f"{self.n}:{self.m}" if self.is_n_m else f"{self.ratio:g}"
 
     def with_ratio(self, ratio: float) -> "SparsityTarget":
-        """The same kind of target at another ratio (used by layer-wise allocation)."""
+        """The same kind of target at another ratio with an exact count (used by layer-wise allocation)."""
         if self.is_n_m:
             raise UsageError("Layer-wise sparsity allocation needs an unstructured ratio, not N:M.")
-        return SparsityTarget(ratio=ratio)
+        return SparsityTarget(ratio=ratio, exact_count=True)
 
 
 def parse_sparsity(value: "str | float | SparsityTarget") -> SparsityTarget:

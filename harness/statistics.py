@@ -7,8 +7,8 @@ from prunebench.method import RunningMean, Statistic
 
 class _RunningSquaredNorm(RunningMean):
     def fold(self, inputs, outputs):
-        # Wanda's update: r *= n/(n+b); n += b; r += sum_t x^2 / n.
-        self.mean += inputs.square().sum(dim=0) / self.nsequences
+        # Wanda's update: r *= n/(n+b); n += b; r += sum_t x^2 / n (in float64, see RunningMean).
+        self.mean += inputs.double().square().sum(dim=0) / self.nsequences
 
 
 class InputSquaredNorm(Statistic):

@@ -37,13 +37,15 @@ class _CosineLoss(Accumulator):
     def __init__(self, linear, device, eps, per_token_abs=False):
         import torch
 
-        self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float32, device=device)
+        # float64 sums, as RunningMean's: in float32 the batch size alone moves the result.
+        self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float64, device=device)
         self.tokens = 0
         self.eps = eps
         self.per_token_abs = per_token_abs
 
     def add(self, inputs, outputs, nsequences):
         # One matrix product per batch: sum_t (a_t / (||a_t||^2 + eps)) x_t^T (of |a_t|, |x_t| if per token).
+        inputs, outputs = inputs.double(), outputs.double()
         weights = outputs / (outputs.square().sum(dim=1, keepdim=True) + self.eps)
         if self.per_token_abs:
             weights, inputs = weights.abs(), inputs.abs()
@@ -51,7 +53,7 @@ class _CosineLoss(Accumulator):
         self.tokens += inputs.shape[0]
 
     def result(self):
-        return self.total / max(self.tokens, 1)
+        return (self.total / max(self.tokens, 1)).float()
 
 
 class CosineLossStatistic(Statistic):
@@ -78,17 +80,17 @@ class _PerSequence(Accumulator):
     def __init__(self, width, device, per_sequence):
         import torch
 
-        self.total = torch.zeros(width, dtype=torch.float32, device=device)
+        self.total = torch.zeros(width, dtype=torch.float64, device=device)  # as RunningMean's
         self.nsequences = 0
         self.per_sequence = per_sequence
 
     def add(self, inputs, outputs, nsequences):
-        sequences = inputs.reshape(nsequences, -1, inputs.shape[-1])
+        sequences = inputs.double().reshape(nsequences, -1, inputs.shape[-1])
         self.total += self.per_sequence(sequences).sum(dim=0)
         self.nsequences += nsequences
 
     def result(self):
-        return self.total / max(self.nsequences, 1)
+        return (self.total / max(self.nsequences, 1)).float()
 
 
 class InverseNormStatistic(Statistic):

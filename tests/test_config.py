@@ -100,9 +100,15 @@ def test_missing_config_file(tmp_path):
 def test_content_hash_tracks_what_changes_numbers_only(tmp_path):
     base = expand(load_config(write(tmp_path, GOOD)))
     base_hashes = [content_hash(c, load_config(tmp_path / "bench.yaml")) for c in base]
-    same = GOOD + "batch_size: 2\ndevice: cpu\n"
+    from prunebench.walk import default_device
+
+    same = GOOD + f"device: {default_device()}\n"  # what auto resolves to here
     config = load_config(write(tmp_path, same))
     assert [content_hash(c, config) for c in expand(config)] == base_hashes
+    # The batch size is recorded in the hash of pruned cells (it is in their provenance), not the dense one's.
+    config = load_config(write(tmp_path, GOOD + "batch_size: 2\n"))
+    hashes = [content_hash(c, config) for c in expand(config)]
+    assert hashes[0] == base_hashes[0] and all(a != b for a, b in zip(hashes[1:], base_hashes[1:]))
     changed = GOOD.replace("  - wanda\n", "  - method: wanda\n    args: {group: layer}\n")
     config = load_config(write(tmp_path, changed))
     hashes = [content_hash(c, config) for c in expand(config)]
