@@ -72,8 +72,9 @@ def test_a_cell_page_has_its_record_and_the_command_that_reproduces_it(site):
 
 
 def test_every_committed_cell_is_reproduced_by_its_command_alone():
-    """The command on each page, run against the default grid, selects that cell (and its dense baseline)."""
-    config = load_config(ROOT / "benchmarks.yaml")
+    """The command on each page, run against the grid that made the committed results, selects that cell
+    (and its dense baseline)."""
+    config = load_config(COMMITTED / "benchmarks.yaml")
     for record in ResultsStore(COMMITTED).records():
         argv = shlex.split(reproduce_command(record))
         assert argv[:3] == ["prunebench", "run", "benchmarks.yaml"]
