@@ -63,10 +63,18 @@ def test_measured_sparsity_counts_zeros(tiny_llama):
 
 
 def test_peak_memory_sees_a_temporary_allocation():
-    with measure_peak_memory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        del block
-    assert memory.growth_bytes >= 48 * 2**20
+    # In a fresh process: after other tests the allocator may serve the block from memory that is
+    # already resident, which (rightly) is no growth of the resident peak.
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom prunebench.memory import measure_peak_memory\n"
+            "with measure_peak_memory(torch.device('cpu')) as memory:\n"
+            "    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched\n    del block\n"
+            "print(memory.growth_bytes)")
+    growth = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                timeout=120).stdout.split()[-1])
+    assert growth >= 48 * 2**20
 
 
 def test_window_nlls_are_kept_and_a_non_finite_one_is_null_in_json(tmp_path):
