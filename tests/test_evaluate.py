@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 from prunebench.errors import UsageError
 from prunebench.evaluate import evaluation_windows, measured_sparsity, perplexity
-from prunebench.memory import measure_peak_memory
 
 
 class FixedLogits(nn.Module):
