@@ -130,9 +130,10 @@ def cosp_score(weight, input_sq_norm, cosine, sign):
 
 
 def varp_score(weight, stats, reading):
+    """|W| * F_j ('inverse'), or Wanda's score times F_j ('variance'); F_j is `varp_factor`."""
     if reading == "inverse":
-        return weight.abs() * stats["ace_inverse_norm"].reshape(1, -1)
-    return weight.abs() * (stats["input_sq_norm"].sqrt() * stats["ace_token_variance"]).reshape(1, -1)
+        return weight.abs() * varp_factor(stats, reading)
+    return weight.abs() * (stats["input_sq_norm"].sqrt().reshape(1, -1) * varp_factor(stats, reading))
 
 
 def _check_choice(method, key, value, choices):
