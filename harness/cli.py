@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun finished cells")
     run.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed cell")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: cells one after another in this process; ray: each cell a Ray task with the "
+                          "config's resources (pip install 'prunebench[ray]')")
+    run.add_argument("--address", default=None,
+                     help="with --executor ray: auto (the running cluster) or ray://host:port (if not given, "
+                          "a Ray started here)")
+
 
     validate = commands.add_parser("validate", help="check a benchmark config without loading any weights")
     validate.add_argument("file", nargs="?", default="benchmarks.yaml", help="benchmark grid YAML")

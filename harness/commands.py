@@ -191,9 +191,21 @@ def run_run(args) -> int:
     config = load_config(args.file)
     filters = _checked_filters(config, args.only)
     results_dir = _results_dir(config, args.results_dir)
+    if args.address and args.executor != "ray":
+        raise UsageError("--address names a Ray cluster; use it with --executor ray.")
+    if args.executor == "ray":
+        from prunebench.executors import import_ray
+
+        import_ray()  # a missing extra is a usage error before anything runs
     if args.dry_run:
         return _print_status(config, results_dir, filters)
-    summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst)
+    if args.executor == "ray":
+        from prunebench.executors import run_grid_ray
+
+        summary = run_grid_ray(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst,
+                               address=args.address)
+    else:
+        summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.busy)} busy in another "
           f"process, {len(summary.failed)} failed; results in {results_dir}")
     if summary.failed:

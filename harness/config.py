@@ -15,9 +15,11 @@ from prunebench.errors import UsageError, did_you_mean
 from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
 from prunebench.sparsity import parse_sparsity
 
-TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
+TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate",
+            "resources"}
 RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
-MODEL_KEYS = {"alias", "id", "path", "methods"} | RESTRICTION_KEYS
+MODEL_KEYS = {"alias", "id", "path", "methods", "resources"} | RESTRICTION_KEYS
+RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
@@ -41,10 +43,21 @@ class Restriction:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one cell asks of a Ray worker (`prunebench run --executor ray`); the local executor ignores it."""
+
+    cpus: int = 1  # Ray CPUs, and the cell's torch threads
+    gpus: float = 0  # Ray GPUs (a fraction packs cells onto one GPU)
+    memory_gb: float | None = None  # Ray memory reservation, for scheduling only
+    retries: int = 0  # reruns of a cell whose worker died (node lost, killed for memory)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     label: str
     source: str  # what load_model takes: alias, directory, .gguf or hub id
     only: Restriction = Restriction()
+    resources: Resources | None = None  # this model's cells' needs, instead of the grid's
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,10 @@ class BenchmarkConfig:
     batch_size: int
     propagate: str
     path: Path | None = None
+    resources: Resources = Resources()
+
+    def cell_resources(self, model: ModelSpec) -> Resources:
+        return model.resources or self.resources
 
 
 class _Errors:
@@ -255,7 +272,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         label = str(entry.get("alias") or source)
         if any(m.label == label for m in models):
             errors.add(where, f"model '{label}' is listed twice; list each model once.")
-        models.append(ModelSpec(label=label, source=source, only=_restriction(entry)))
+        model_resources = _resources(errors, entry["resources"], where + ("resources",)) if "resources" in entry else None
+        models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources))
 
     methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
@@ -362,7 +380,12 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     device = str(raw.get("device", "auto"))
     if device != "auto" and not device.startswith(("cpu", "cuda")):
         errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
-    dtype = str(raw.get("dtype", "float32"))
+    resources = _resources(errors, raw.get("resources") or {}, ("resources",))
+    gpus = max(r.gpus for r in [resources] + [m.resources for m in models if m.resources])
+    if device.startswith("cpu") and gpus:
+        errors.add(("resources",) if resources.gpus else ("models",), "asks for GPUs but device is cpu; set device: "
+                   "auto or cuda, or gpus: 0.")
+    dtype = str(raw["dtype"]) if "dtype" in raw else default_dtype(device, gpus)
     if dtype not in DTYPES:
         errors.add(("dtype",), f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}.")
     propagate = str(raw.get("propagate", "pruned"))
@@ -380,7 +403,39 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     if data_dir and path is not None and not Path(data_dir).is_absolute():
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
-                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path)
+                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources)
+
+
+def default_dtype(device: str, gpus: float = 0) -> str:
+    """float16 where cells run on CUDA (as the Wanda and SparseGPT authors load models), else float32;
+    `gpus`: what a cell asks of a Ray worker, whose GPU the driver may not have."""
+    if device.startswith("cuda") or (device == "auto" and gpus > 0):
+        return "float16"
+    if device == "auto":
+        import torch
+
+        return "float16" if torch.cuda.is_available() else "float32"
+    return "float32"
+
+
+def _resources(errors: _Errors, raw, where: tuple) -> Resources:
+    if not isinstance(raw, dict):
+        errors.add(where, f"must be a mapping with {', '.join(sorted(RESOURCE_KEYS))}, not {raw!r}.")
+        return Resources()
+    _unknown_keys(errors, raw, RESOURCE_KEYS, where)
+    cpus = _positive_int(errors, raw.get("cpus", 1), where + ("cpus",))
+    gpus = raw.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0 or \
+            (gpus > 1 and gpus != int(gpus)):
+        errors.add(where + ("gpus",), f"must be a whole number of GPUs or a fraction below 1, not {gpus!r}.")
+        gpus = 0
+    memory = raw.get("memory_gb")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                               or not math.isfinite(memory) or memory <= 0):
+        errors.add(where + ("memory_gb",), f"must be a positive number of gigabytes, not {memory!r}.")
+        memory = None
+    retries = _non_negative_int(errors, raw.get("retries", 0), where + ("retries",))
+    return Resources(cpus, gpus, float(memory) if memory is not None else None, retries)
 
 
 def _restriction(entry: dict) -> Restriction:

@@ -139,6 +139,62 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
     return record
 
 
+class SessionCache:
+    """The last cell's loaded model: consecutive cells of one model share one load (one per process)."""
+
+    def __init__(self):
+        self.session: _ModelSession | None = None
+
+    def get(self, cell: Cell, config: BenchmarkConfig) -> _ModelSession:
+        if self.session is None or self.session.source != cell.model.source:
+            self.session = None  # free the previous model first
+            self.session = _ModelSession(cell, config)
+        return self.session
+
+
+def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, device: torch.device,
+                 progress: bool = False) -> dict:
+    """Run one cell where this process is and return the measured part of its record (started ..
+    finished); a failing cell returns status "failed" with its error instead of raising. Executors
+    call this (locally, or on a Ray worker) and the driver adds `record_header` and persists."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    result: dict = {"started": started.isoformat()}
+    load_at_start = sample_load()
+    begin = time.perf_counter()
+    try:
+        result.update(_run_cell(cell, sessions.get(cell, config), config, device, progress))
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # one cell's failure (a plugin raising, a bad file) never stops the grid
+        result.update(failed_fields(error, traceback.format_exc()))
+    result["wall_seconds"] = time.perf_counter() - begin
+    # This run keeps torch's threads busy; a load average above that is someone else's.
+    result["load"] = load_record(load_at_start, sample_load(), own_load=torch.get_num_threads())
+    result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return result
+
+
+def failed_fields(error: BaseException, trace: str) -> dict:
+    """A failed cell's status, one-line error and traceback."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return {"status": "failed", "error": f"{type(error).__name__}: {message}", "traceback": trace}
+
+
+def record_header(cell: Cell, config: BenchmarkConfig, cell_hash: str, provenance: dict) -> dict:
+    """The part of a record the driver knows before the cell runs."""
+    return {"name": cell.name, "hash": cell_hash, "cell": _cell_fields(cell, config), "provenance": provenance,
+            "seed": cell.seed}
+
+
+def finish_cell(store: ResultsStore, summary: RunSummary, record: dict, echo) -> None:
+    """Persist a finished cell's record (and leaderboard row), count it and print its line."""
+    if record["status"] == "failed":
+        summary.failed.append((record["name"], record["error"]))
+    store.write(record)
+    summary.ran.append(record["name"])
+    echo(f"{record['status']:>8}  {record['name']}  {_headline(record)}")
+
+
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
              fail_fast: bool = False, progress: bool = True, echo=tqdm.write) -> RunSummary:
     """Run every selected cell not already finished with the same content hash."""
@@ -148,7 +204,7 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {config.device} asks for CUDA, but no GPU is visible; set device: cpu or auto.")
     summary = RunSummary()
-    session: _ModelSession | None = None
+    sessions = SessionCache()
     for cell in tqdm(cells, desc="cells", disable=not progress):
         provenance = cell_provenance(cell, config)
         cell_hash = content_hash(cell, config, provenance)
@@ -159,29 +215,9 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
             if not force and store.is_finished(cell.name, cell_hash):
                 summary.skipped.append(cell.name)
                 continue
-            started = datetime.datetime.now(datetime.timezone.utc)
-            record = {"name": cell.name, "hash": cell_hash, "cell": _cell_fields(cell, config), "provenance": provenance,
-                      "seed": cell.seed, "started": started.isoformat()}
-            load_at_start = sample_load()
-            begin = time.perf_counter()
-            try:
-                if session is None or session.source != cell.model.source:
-                    session = None  # free the previous model first
-                    session = _ModelSession(cell, config)
-                record.update(_run_cell(cell, session, config, device, progress))
-            except KeyboardInterrupt:
-                raise
-            except Exception as error:  # one cell's failure (a plugin raising, a bad file) never stops the grid
-                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                record.update(status="failed", error=f"{type(error).__name__}: {message}", traceback=traceback.format_exc())
-                summary.failed.append((cell.name, record["error"]))
-            record["wall_seconds"] = time.perf_counter() - begin
-            # This run keeps torch's threads busy; a load average above that is someone else's.
-            record["load"] = load_record(load_at_start, sample_load(), own_load=torch.get_num_threads())
-            record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-            store.write(record)
-            summary.ran.append(cell.name)
-            echo(f"{record['status']:>8}  {cell.name}  {_headline(record)}")
+            record = dict(record_header(cell, config, cell_hash, provenance),
+                          **execute_cell(cell, config, sessions, device, progress))
+            finish_cell(store, summary, record, echo)
             if fail_fast and record["status"] == "failed":
                 break
     return summary

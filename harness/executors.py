@@ -1,0 +1,147 @@
+"""The Ray executor: each grid cell a Ray task with the resources the config asks, run where Ray
+places it, while the driver claims, resumes and persists exactly as the local runner does.
+
+The worker loads the model and the calibration tokens itself (nothing large crosses the network)
+and returns the measured part of the record (`prunebench.runner.execute_cell`) with the provenance
+it ran under; the driver writes record.json and the leaderboard row as each task finishes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from prunebench.config import BenchmarkConfig, Resources
+from prunebench.errors import UsageError
+from prunebench.grid import Cell, cell_provenance, content_hash
+from prunebench.runner import (RunSummary, SessionCache, execute_cell, failed_fields, finish_cell, record_header,
+                               select_cells)
+from prunebench.store import ResultsStore
+
+RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'prunebench[ray]'."
+# Settings that change what a cell computes travel to the workers (path values must name the same
+# files on every node: a shared filesystem).
+FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "PRUNEBENCH_LOAD_PLUGINS", "PRUNEBENCH_DATA_DIR",
+                         "PRUNEBENCH_CACHE", "PRUNEBENCH_LASTWORD_TEXT")
+
+# One per worker process: the cells of one model that Ray sends to the same worker share a load.
+_WORKER_SESSIONS = SessionCache()
+
+
+def import_ray():
+    """Ray, or a UsageError saying how to install it (Ray is an optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(RAY_MISSING) from None
+    return ray
+
+
+def cell_device(config: BenchmarkConfig, resources: Resources) -> str:
+    """The device a cell runs on in a Ray task: Ray hides the GPUs a task did not ask for."""
+    if config.device != "auto":
+        return config.device
+    return "cuda" if resources.gpus > 0 else "cpu"
+
+
+def expected_provenance(cell: Cell, config: BenchmarkConfig, resources: Resources) -> dict:
+    """The provenance a worker will report (its threads and device), for the driver's resume check."""
+    return dict(cell_provenance(cell, config), torch_threads=resources.cpus, device=cell_device(config, resources))
+
+
+def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int) -> dict:
+    """What a Ray task runs: the cell in this worker, with the provenance and content hash it ran under."""
+    import torch
+
+    from prunebench.grid import config_device
+
+    torch.set_num_threads(threads)  # the CPUs Ray reserved, not the node's core count
+    device = config_device(config)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {config.device} asks for CUDA, but this Ray worker sees no GPU; "
+                         "ask for one with resources: {gpus: 1}.")
+    provenance = cell_provenance(cell, config)
+    return {"provenance": provenance, "hash": content_hash(cell, config, provenance),
+            "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False)}
+
+
+def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None,
+                 force: bool = False, fail_fast: bool = False, progress: bool = True, echo=tqdm.write,
+                 address: str | None = None) -> RunSummary:
+    """`prunebench.runner.run_grid` with the cells as Ray tasks: same records, resume, locks and summary.
+
+    `address` is passed to `ray.init` (None: a Ray started here; "auto": the running cluster;
+    "ray://host:port": a cluster through Ray Client). A Ray already initialised is used as it is.
+    """
+    ray = import_ray()
+    store = ResultsStore(results_dir)
+    cells = select_cells(config, filters or {})
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UsageError(f"Cannot reach the Ray cluster at {address or 'a new local Ray'} ({first}); "
+                             "start one with 'ray start --head' or give --address ray://host:port.") from None
+    task = ray.remote(run_cell_task)
+    environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
+    summary = RunSummary()
+    pending: dict = {}  # ObjectRef -> (cell, header, the ExitStack that holds its lock)
+    try:
+        for cell in cells:
+            resources = config.cell_resources(cell.model)
+            provenance = expected_provenance(cell, config, resources)
+            cell_hash = content_hash(cell, config, provenance)
+            lock = ExitStack()
+            # The driver holds every running cell's lock, so a second `run` on the same results skips them.
+            if not lock.enter_context(store.claim(cell.name)):
+                lock.close()
+                summary.busy.append(cell.name)
+                continue
+            if not force and store.is_finished(cell.name, cell_hash):
+                lock.close()
+                summary.skipped.append(cell.name)
+                continue
+            options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
+            if resources.memory_gb:
+                options["memory"] = int(resources.memory_gb * 2**30)
+            if environment:
+                options["runtime_env"] = {"env_vars": environment}
+            reference = task.options(**options).remote(cell, config, resources.cpus)
+            pending[reference] = (cell, record_header(cell, config, cell_hash, provenance), lock)
+        with tqdm(total=len(pending), desc="cells", disable=not progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                cell, header, lock = pending.pop(done[0])
+                try:
+                    record = _record(ray, done[0], header)
+                    finish_cell(store, summary, record, echo)
+                finally:
+                    lock.close()
+                bar.update()
+                if fail_fast and record["status"] == "failed":
+                    break
+    finally:
+        for reference, (_, _, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
+            ray.cancel(reference, force=True)
+            lock.close()
+    return summary
+
+
+def _record(ray, reference, header: dict) -> dict:
+    """The cell's record from its finished task; a task that died (worker killed, node lost) is a failed cell."""
+    try:
+        returned = ray.get(reference)
+    except ray.exceptions.RayError as error:
+        cause = getattr(error, "cause", None) or error
+        trace = str(error) if isinstance(error, ray.exceptions.RayTaskError) else traceback.format_exc()
+        return dict(header, **failed_fields(cause, trace))
+    if returned["hash"] != header["hash"]:
+        print(f"prunebench: {header['name']} ran with other provenance than the driver expected (threads, device "
+              "or library versions of the worker); its record holds the worker's, so a rerun will repeat it",
+              file=sys.stderr)
+    return dict(header, hash=returned["hash"], provenance=returned["provenance"], **returned["result"])
