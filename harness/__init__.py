@@ -4,6 +4,7 @@ from __future__ import annotations
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
 from prunebench.method import Accumulator, LinearContext, PruningMethod, RunningMean, Statistic
+from prunebench.metrics import Metric, MetricContext, Value
 from prunebench.pruned_models import register_when_transformers_loads
 from prunebench.structured_method import LayerAllocation, LayerEvidence, LayerScores, StructuredMethod
 from prunebench.sparsity import SparsityTarget, parse_sparsity
@@ -28,6 +29,6 @@ def prune(model, method, sparsity, calibration, **method_args):
 
 __all__ = [
     "Accumulator", "LinearContext", "PruningMethod", "RunningMean", "SparsityTarget", "Statistic", "UsageError",
-    "hookimpl", "parse_sparsity", "prune", "__version__",
+    "Metric", "MetricContext", "Value", "hookimpl", "parse_sparsity", "prune", "__version__",
     "LayerAllocation", "LayerEvidence", "LayerScores", "StructuredMethod",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
-EVALUATION_KEYS = {"perplexity", "tasks", "data_dir"}
+EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
 TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
@@ -112,6 +112,21 @@ class BenchmarkConfig:
     propagate: str
     path: Path | None = None
     resources: Resources = Resources()
+    metrics: tuple = ()  # prunebench.metrics.MetricSpec: the metrics named in evaluation.metrics
+
+    @property
+    def eval_seqlen(self) -> int:
+        """The evaluation window length: the first perplexity evaluation's (what memory and speed use)."""
+        return self.perplexity[0].seqlen if self.perplexity else 512
+
+    def metric_specs(self) -> list:
+        """Every metric a cell runs: the perplexity and tasks shorthand first, then evaluation.metrics."""
+        from prunebench.metrics import MetricSpec
+
+        specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
+        if self.tasks.names:
+            specs.append(MetricSpec("zero-shot", dict(asdict(self.tasks), names=list(self.tasks.names))))
+        return specs + list(self.metrics)
 
     def cell_resources(self, model: ModelSpec) -> Resources:
         return model.resources or self.resources
@@ -376,6 +391,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                      tasks_raw.get("path"), tasks_raw.get("text_path"))
     if tasks.names:
         _check_tasks(errors, tasks)
+    metrics = _metrics(errors, evaluation.get("metrics") or [])
 
     device = str(raw.get("device", "auto"))
     if device != "auto" and not device.startswith(("cpu", "cuda")):
@@ -403,7 +419,67 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     if data_dir and path is not None and not Path(data_dir).is_absolute():
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
-                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources)
+                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources, metrics)
+
+
+def default_dtype(device: str, gpus: float = 0) -> str:
+    """float16 where cells run on CUDA (as the Wanda and SparseGPT authors load models), else float32;
+    `gpus`: what a cell asks of a Ray worker, whose GPU the driver may not have."""
+    if device.startswith("cuda") or (device == "auto" and gpus > 0):
+        return "float16"
+    if device == "auto":
+        import torch
+
+        return "float16" if torch.cuda.is_available() else "float32"
+    return "float32"
+
+
+def _resources(errors: _Errors, raw, where: tuple) -> Resources:
+    if not isinstance(raw, dict):
+        errors.add(where, f"must be a mapping with {', '.join(sorted(RESOURCE_KEYS))}, not {raw!r}.")
+        return Resources()
+    _unknown_keys(errors, raw, RESOURCE_KEYS, where)
+    cpus = _positive_int(errors, raw.get("cpus", 1), where + ("cpus",))
+    gpus = raw.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0 or \
+            (gpus > 1 and gpus != int(gpus)):
+        errors.add(where + ("gpus",), f"must be a whole number of GPUs or a fraction below 1, not {gpus!r}.")
+        gpus = 0
+    memory = raw.get("memory_gb")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                               or not math.isfinite(memory) or memory <= 0):
+        errors.add(where + ("memory_gb",), f"must be a positive number of gigabytes, not {memory!r}.")
+        memory = None
+    retries = _non_negative_int(errors, raw.get("retries", 0), where + ("retries",))
+    return Resources(cpus, gpus, float(memory) if memory is not None else None, retries)
+
+
+def _metrics(errors: _Errors, raw: Any) -> tuple:
+    """evaluation.metrics: a list of metric names or mappings {name: ..., setting: value}, each checked
+    against its registered metric (unknown names and settings get a did-you-mean)."""
+    from prunebench.metrics import MetricSpec, check_settings
+
+    where = ("evaluation", "metrics")
+    if not isinstance(raw, list):
+        errors.add(where, f"metrics is a list of metric names or mappings with name and settings, not {raw!r}.")
+        return ()
+    known = registry.registered("register_metrics")
+    specs = []
+    for i, entry in enumerate(raw):
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            errors.add(where + (i,), f"a metric is a name or a mapping with name and its settings, not {entry!r}.")
+            continue
+        name = entry["name"]
+        if name not in known:
+            errors.add(where + (i, "name"), str(did_you_mean("metric", name, known)))
+            continue
+        settings, problems = check_settings(known[name].item, {k: v for k, v in entry.items() if k != "name"})
+        for key, message in problems:
+            errors.add(where + (i,) + ((key,) if key else ()), message)
+        if not problems:
+            specs.append(MetricSpec(name, settings))
+    return tuple(specs)
 
 
 def default_dtype(device: str, gpus: float = 0) -> str:

@@ -1,7 +1,10 @@
-"""Size and speed of a model relative to another measured in the same process: parameters, prefill
-tokens/s at the evaluation window length and decode tokens/s, interleaved, with warm-up and repeats."""
+"""Size, memory and speed of a model relative to another measured in the same process: parameters,
+peak memory of a forward, prefill tokens/s at the evaluation window length and decode tokens/s,
+interleaved, with warm-up and repeats; sparse execution paths (torch CSR on CPU, 2:4 semi-structured
+on CUDA) as model copies to time beside the dense-format one."""
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import time
@@ -82,3 +85,74 @@ def measure_speed(models: Mapping[str, nn.Module], tokens: torch.Tensor, *, repe
                            "speedup": _summary(ratios)}
         result["models"][name] = entry
     return result
+
+
+@torch.no_grad()
+def peak_forward_bytes(model: nn.Module, tokens: torch.Tensor) -> int:
+    """Peak bytes held by torch's allocator during one forward over `tokens` (weights included).
+
+    CUDA: the allocator's own peak. CPU: the resident set is no measure (freed blocks stay resident),
+    so the profiler's memory timeline is replayed: tensors alive at the start, plus each allocation,
+    minus each free, in order (torch.profiler's `_memory_profile`, private but the only CPU timeline).
+    """
+    device = tokens.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        model(input_ids=tokens, use_cache=False)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        model(input_ids=tokens, use_cache=False)
+    current = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action in (Action.PREEXISTING, Action.CREATE):
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak
+
+
+class CSRLinear(nn.Module):
+    """A linear whose weight is a torch sparse CSR matrix: y = W x through torch.sparse.mm."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_csr = linear.weight.detach().to_sparse_csr()
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        out = torch.sparse.mm(self.weight_csr, flat.t()).t()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def sparse_copy(model: nn.Module, path: str) -> tuple[nn.Module, list[str]]:
+    """A copy of `model` whose decoder linears run a sparse path: "csr" (CPU, torch sparse CSR) or
+    "semi-structured" (CUDA, `to_sparse_semi_structured`; only linears that are 2:4 as stored).
+    Returns the copy and the names of the linears left dense."""
+    from prunebench.sparse_checkpoint import is_two_four
+    from prunebench.walk import decoder_layers, prunable_linears
+
+    twin = copy.deepcopy(model)
+    left_dense = []
+    for index, layer in enumerate(decoder_layers(twin)):
+        for name, linear in prunable_linears(layer).items():
+            owner_name, _, attribute = name.rpartition(".")
+            owner = layer.get_submodule(owner_name) if owner_name else layer
+            if path == "csr":
+                setattr(owner, attribute, CSRLinear(linear))
+            elif path == "semi-structured" and is_two_four(linear.weight):
+                from torch.sparse import to_sparse_semi_structured
+
+                linear.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.detach()), requires_grad=False)
+            else:
+                left_dense.append(f"layer {index} {name}")
+    return twin, left_dense

@@ -45,6 +45,11 @@ class Cell:
     def describe(self, config: BenchmarkConfig) -> dict:
         """Everything that changes this cell's numbers (and nothing that does not)."""
         evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks)}
+        if config.metrics:  # only when named, so grids without them keep their hashes
+            from prunebench.registry import get_metric
+
+            evaluation["metrics"] = [{"name": m.name, "settings": m.settings, "version": get_metric(m.name).version}
+                                     for m in config.metrics]
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
         if self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # type names only: importing them here would load torch for `
 
     from prunebench.data import TextDataset
     from prunebench.method import PruningMethod, Statistic
+    from prunebench.metrics import Metric
     from prunebench.models import ModelAlias
     from prunebench.sparsity import SparsityTarget
     from prunebench.structured_method import LayerAllocation, StructuredMethod
@@ -89,4 +90,17 @@ def register_allocations(register: Callable[[LayerAllocation], None]) -> None:
     (`LayerAllocation.allocate`), from the budget, each layer's structure counts and sizes, and the
     method's scores and layer importances: uniform, FLAP's global ranking, CFSP's sigmoid of block
     importance, SAAP's importance-ranked layers.
+    """
+
+
+@hookspec
+def register_metrics(register: Callable[[Metric], None]) -> None:
+    """Register evaluation metrics: call ``register(metric)`` with a `prunebench.Metric` instance.
+
+    A metric has a name, a description, `Metric.higher_is_better`, a unit, the cells it applies to
+    (dense, pruned) and its settings with defaults (a grid names it under evaluation, metrics; unknown
+    settings are refused). `Metric.compute` returns one or more values, each a number or a mapping with
+    its own interval, from the cell's model, tokenizer and settings (`prunebench.MetricContext`);
+    the runner stores them in the cell's record, the report shows each value as a column with its
+    arrow (`Metric.tables` to show more), and `prunebench list` lists it.
     """

@@ -42,17 +42,18 @@ def _style(methods: list[str]) -> dict[str, dict]:
     return {m: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
 
 
-def _perplexity_axis(axes, label: str) -> None:
-    """Log scale with plain numbers at 1, 2, 5 x 10^k (and more when the range is narrow)."""
+def _metric_axis(axes, label: str, metric) -> None:
+    """The metric's label; a log scale with plain numbers at 1, 2, 5 x 10^k (more when the range is narrow)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axes.set_yscale("log")
-    low, high = axes.get_ylim()
-    subs = (1.0, 2.0, 5.0) if high / low > 4 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
-    axes.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.yaxis.set_minor_formatter(NullFormatter())
-    axes.set_ylabel(f"{label} perplexity (lower is better)")
+    if metric.log_scale:
+        axes.set_yscale("log")
+        low, high = axes.get_ylim()
+        subs = (1.0, 2.0, 5.0) if high / low > 4 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+        axes.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set_ylabel(metric.axis_label(label))
     axes.grid(True, which="major", axis="y", alpha=0.3)
 
 
@@ -102,30 +103,40 @@ def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prunebench.report import perplexity_cells
+    from prunebench.metrics import registered_metrics
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    cells = perplexity_cells(records, resamples)
-    style = _style(sorted({m for by_method in cells.values() for m in by_method if m != "dense"}))
+    plotted = [(metric, metric.plot_cells(records, resamples)) for metric in registered_metrics()]
+    plotted = [(metric, cells) for metric, cells in plotted if cells]
+    style = _style(sorted({m for _, cells in plotted for by_method in cells.values() for m in by_method if m != "dense"}))
     times = _times(records)
     with plt.rc_context(STABLE_RC):
-        for (model, label), by_method in sorted(cells.items()):
-            dense = by_method.get("dense", {}).get((None, None))
-            pruned = {m: {k: c for k, c in by_column.items() if c.finite} for m, by_column in by_method.items()
-                      if m != "dense"}
-            name = f"{safe_name(model)}_{safe_name(label)}"
-            for sparsity in sorted({s for by_column in pruned.values() for s, _ in by_column}, key=_sparsity_key):
-                figure = _against_length(plt, model, label, sparsity, pruned, dense, style)
-                written += _save(plt, figure, out, f"ppl-vs-length_{name}_{safe_name(sparsity)}")
-            if pruned:
-                written += _save(plt, _against_sparsity(plt, model, label, pruned, dense, style), out,
-                                 f"ppl-vs-sparsity_{name}")
-            timed = {m: {k: c for k, c in by_column.items() if (model, m) + k in times} for m, by_column in pruned.items()}
-            if any(timed.values()):
-                figure = _time_against_perplexity(plt, model, label, timed, times, dense, style)
-                written += _save(plt, figure, out, f"time-vs-ppl_{name}")
+        for metric, cells in plotted:
+            written += _metric_plots(plt, metric, cells, times, style, out)
+    return written
+
+
+def _metric_plots(plt, metric, cells: dict, times: dict, style: dict, out: Path) -> list[Path]:
+    """One metric's figures: against length (per sparsity), against sparsity, pruning time against it."""
+    written: list[Path] = []
+    prefix = metric.plot_prefix or metric.name
+    for (model, label), by_method in sorted(cells.items()):
+        dense = by_method.get("dense", {}).get((None, None))
+        pruned = {m: {k: c for k, c in by_column.items() if c.finite} for m, by_column in by_method.items()
+                  if m != "dense"}
+        name = f"{safe_name(model)}_{safe_name(label)}"
+        for sparsity in sorted({s for by_column in pruned.values() for s, _ in by_column}, key=_sparsity_key):
+            figure = _against_length(plt, metric, model, label, sparsity, pruned, dense, style)
+            written += _save(plt, figure, out, f"{prefix}-vs-length_{name}_{safe_name(sparsity)}")
+        if pruned:
+            written += _save(plt, _against_sparsity(plt, metric, model, label, pruned, dense, style), out,
+                             f"{prefix}-vs-sparsity_{name}")
+        timed = {m: {k: c for k, c in by_column.items() if (model, m) + k in times} for m, by_column in pruned.items()}
+        if any(timed.values()):
+            figure = _time_against_metric(plt, metric, model, label, timed, times, dense, style)
+            written += _save(plt, figure, out, f"time-vs-{prefix}_{name}")
     return written
 
 
@@ -141,7 +152,7 @@ def _times(records: list[dict]) -> dict:
     return {k: (sum(t for t, _ in v) / len(v), any(c for _, c in v)) for k, v in found.items()}
 
 
-def _against_length(plt, model, label, sparsity, pruned, dense, style):
+def _against_length(plt, metric, model, label, sparsity, pruned, dense, style):
     """Perplexity against calibration length at one sparsity; methods nudged apart so bars do not overlap."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     methods = [m for m in sorted(pruned) if any(s == sparsity for s, _ in pruned[m])]
@@ -157,14 +168,14 @@ def _against_length(plt, model, label, sparsity, pruned, dense, style):
     axes.set_xticks(lengths, [str(length) for length in lengths])
     axes.xaxis.set_minor_locator(plt.NullLocator())
     axes.set_xlabel("calibration length L (tokens)")
-    _perplexity_axis(axes, label)
+    _metric_axis(axes, label, metric)
     axes.set_title(f"{model}, sparsity {_sparsity_label(sparsity)}")
     _legend_outside(axes)
     _caption(figure, [c for m in methods for (s, _), c in pruned[m].items() if s == sparsity])
     return figure
 
 
-def _against_sparsity(plt, model, label, pruned, dense, style):
+def _against_sparsity(plt, metric, model, label, pruned, dense, style):
     """One panel per calibration length; unstructured ratios and N:M patterns are separate groups on
     the x axis, never joined by a line (a 2:4 mask is not "more sparse" than 50%)."""
     lengths = sorted({seqlen for by_column in pruned.values() for _, seqlen in by_column})
@@ -190,7 +201,7 @@ def _against_sparsity(plt, model, label, pruned, dense, style):
         panel.set_xlim(-0.6, len(order) - 0.4)
         panel.set_xlabel("sparsity")
         panel.set_title(f"L={seqlen}")
-    _perplexity_axis(panels[0][0], label)
+    _metric_axis(panels[0][0], label, metric)
     for panel in panels[0][1:]:
         panel.set_ylabel("")
     figure.suptitle(model)
@@ -199,7 +210,7 @@ def _against_sparsity(plt, model, label, pruned, dense, style):
     return figure
 
 
-def _time_against_perplexity(plt, model, label, timed, times, dense, style):
+def _time_against_metric(plt, metric, model, label, timed, times, dense, style):
     """Colour is the method, marker shape the sparsity; hollow markers are contended timings."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -222,7 +233,7 @@ def _time_against_perplexity(plt, model, label, timed, times, dense, style):
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("pruning time (s, log scale)")
-    _perplexity_axis(axes, label)
+    _metric_axis(axes, label, metric)
     axes.set_title(model)
     handles = [Patch(color=style[m]["color"], label=m) for m in sorted(timed)]
     handles += [Line2D([], [], color="black", marker=shapes[s], linestyle="none", label=f"sparsity {_sparsity_label(s)}")

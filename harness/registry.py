@@ -33,6 +33,8 @@ DEFAULT_PLUGINS = (
     "prunebench.baselines.structured",
     "prunebench.plugins.cfsp",
     "prunebench.plugins.saap",
+    "prunebench.quality_metrics",
+    "prunebench.efficiency_metrics",
 )
 
 
@@ -187,6 +189,11 @@ def get_structured_method(name: str) -> Any:
 def get_allocation(name: str) -> Any:
     """The registered `LayerAllocation` called `name`."""
     return lookup("register_allocations", "allocation", name)
+
+
+def get_metric(name: str) -> Any:
+    """The registered `Metric` called `name`."""
+    return lookup("register_metrics", "metric", name)
 
 
 def is_structured(name: str) -> bool:

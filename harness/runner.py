@@ -3,7 +3,6 @@ resume by content hash, failures recorded per cell while the grid goes on."""
 from __future__ import annotations
 
 import datetime
-import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -83,6 +82,17 @@ class _ModelSession:
             for weight, dense in zip(self.weights, self.dense):
                 weight.copy_(dense)
 
+    def dense_copy(self) -> torch.nn.Module:
+        """A copy of the model with the dense weights (for metrics that compare pruned with dense)."""
+        import copy
+
+        twin = copy.deepcopy(self.model)
+        twin_weights = [linear.weight for layer in decoder_layers(twin) for linear in prunable_linears(layer).values()]
+        with torch.no_grad():
+            for weight, dense in zip(twin_weights, self.dense):
+                weight.copy_(dense)
+        return twin
+
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
         from prunebench.data import calibration_windows
 
@@ -100,18 +110,17 @@ class _ModelSession:
         return self.evaluation[dataset]
 
 
-def _evaluate(session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
-    from prunebench.data import evaluation_window_cap
-    from prunebench.evaluate import perplexity
+def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
+              progress: bool) -> tuple[dict, bool]:
+    """The cell's metrics (from the registry, as the grid names them): (record fields, diverged)."""
+    from prunebench.metrics import DENSE, PRUNED, MetricContext, run_metrics
 
-    results = {}
-    with on_device(session.model, device):
-        for spec in config.perplexity:
-            tokens = session.evaluation_tokens(spec.dataset, config)
-            cap = evaluation_window_cap(spec.dataset, spec.max_windows)
-            result = perplexity(session.model, tokens, spec.seqlen, cap, device=device, progress=progress)
-            results[spec.label] = dict(result.to_dict(), dataset=spec.dataset)
-    return results
+    context = MetricContext(model=session.model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
+                            progress=progress, cell_kind=DENSE if cell.method is None else PRUNED,
+                            sparsity=cell.sparsity, method=cell.method_label, eval_seqlen=config.eval_seqlen,
+                            evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
+                            dense_model=session.dense_copy)
+    return run_metrics(config.metric_specs(), context)
 
 
 def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
@@ -129,13 +138,9 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)
     record["measured_sparsity"] = measured_sparsity(session.model)
-    record["perplexity"] = _evaluate(session, config, device, progress)
-    if config.tasks.names:
-        from prunebench.zeroshot import evaluate_tasks
-
-        record["tasks"] = evaluate_tasks(session.model, session.tokenizer, config.tasks, device, config.data_dir)
-    finite = all(math.isfinite(p["perplexity"]) for p in record["perplexity"].values())
-    record["status"] = "ok" if finite else "diverged"
+    evaluated, diverged = _evaluate(cell, session, config, device, progress)
+    record.update(evaluated)
+    record["status"] = "diverged" if diverged else "ok"
     return record
 
 

@@ -1,0 +1,267 @@
+"""Evaluation metrics as registered objects: the `Metric` base class, what a metric is given
+(`MetricContext`), its settings and their validation, running a cell's metrics, and the generic report
+table any metric gets. The built-in metrics are plugins: `quality_metrics` (perplexity, zero-shot)
+and `efficiency_metrics` (size, memory, speed)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunebench import registry
+from prunebench.errors import UsageError, did_you_mean
+
+REQUIRED = object()  # a setting without a default
+DENSE, PRUNED = "dense", "pruned"  # the kinds of cell a metric applies to
+
+
+@dataclass(frozen=True)
+class Value:
+    """One reported number of a metric: its key in the metric's record, its column label and direction."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    unit: str = ""
+    scale: float = 1.0  # shown value = stored value * scale (bytes shown in MB, fractions in percent)
+    decimals: int = 2
+
+
+class Metric:
+    """An evaluation metric. Subclasses set the class attributes and implement `compute`.
+
+    `compute(context, **settings)` returns {value key: number, or {"value": v, "low": l, "high": h, ...}}:
+    the record keeps it whole under `record["metrics"][name]` (or `record[record_key]`), and the report
+    shows every value as a column, with an arrow from `higher_is_better` (or from the `Value` in
+    `values` with that key), the 95% interval where low and high are given, the best bold.
+    """
+
+    name: str = ""
+    description: str = ""
+    higher_is_better: bool = True
+    unit: str = ""
+    applies_to: tuple[str, ...] = (DENSE, PRUNED)
+    needs_tokenizer: bool = False
+    settings: dict[str, Any] = {}  # name -> default (REQUIRED: no default)
+    values: tuple[Value, ...] = ()  # labels for known value keys; others are shown under their key
+    record_key: str | None = None  # None: record["metrics"][name]
+    version: str = "1"
+
+    def check(self, settings: dict) -> list[str]:
+        """Problems with settings whose names and types are already right (e.g. a dataset that does not exist)."""
+        return []
+
+    def compute(self, context: MetricContext, **settings) -> dict:
+        raise NotImplementedError(f"metric {self.name} does not implement compute")
+
+    def diverged(self, result: dict) -> bool:
+        """Whether the cell's result says the model diverged (the cell is recorded as 'diverged')."""
+        return False
+
+    def result_of(self, record: dict) -> dict | None:
+        """This metric's part of a record."""
+        if self.record_key is not None:
+            return record.get(self.record_key)
+        return (record.get("metrics") or {}).get(self.name)
+
+    def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
+        """This metric's report tables (`prunebench.tablecells.Table`); the default is one generic table."""
+        return generic_tables(self, records)
+
+    def plot_cells(self, records: list[dict], resamples: int) -> dict | None:
+        """{(model, label): {method: {(sparsity, L): Cell}}} for the plots against length, sparsity and
+        pruning time (the dense baseline as method "dense" at (None, None)); None: not plotted."""
+        return None
+
+    plot_prefix: str = ""  # file name prefix of this metric's plots
+    log_scale: bool = False
+
+    def axis_label(self, label: str) -> str:
+        return f"{label} {self.unit} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+
+@dataclass
+class MetricContext:
+    """What a metric computes from: the cell's model (pruned in place, or dense) and its surroundings."""
+
+    model: Any
+    tokenizer: Any
+    device: Any
+    data_dir: str | None = None
+    progress: bool = False
+    cell_kind: str = PRUNED
+    sparsity: str | None = None  # e.g. "0.5" or "2:4"; None for the dense cell
+    method: str | None = None
+    eval_seqlen: int = 512  # the evaluation window length (the grid's first perplexity seqlen)
+    # dataset -> token ids of its evaluation text, cached by the runner across cells
+    evaluation_tokens: Callable[[str], Any] | None = None
+    # a copy of the model with its dense weights, for metrics that compare with the dense model
+    dense_model: Callable[[], Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric named in a grid's `evaluation.metrics`, with its settings (defaults filled in)."""
+
+    name: str
+    settings: dict = field(default_factory=dict)
+
+
+def check_settings(metric: Metric, given: dict) -> tuple[dict, list[tuple[str | None, str]]]:
+    """The settings with defaults filled in, and the problems: (setting or None, message)."""
+    problems: list[tuple[str | None, str]] = []
+    settings = {}
+    for key, value in given.items():
+        if key not in metric.settings:
+            problems.append((key, str(did_you_mean(f"setting of metric {metric.name}", key, metric.settings))))
+            continue
+        default = metric.settings[key]
+        if default is not REQUIRED and default is not None and not _same_kind(default, value):
+            problems.append((key, f"{key} of metric {metric.name} is a {type(default).__name__}, not {value!r}."))
+            continue
+        settings[key] = list(value) if isinstance(value, tuple) else value
+    for key, default in metric.settings.items():
+        if key not in settings and not any(p[0] == key for p in problems):
+            if default is REQUIRED:
+                problems.append((key, f"metric {metric.name} needs the setting {key}."))
+            else:
+                settings[key] = list(default) if isinstance(default, tuple) else default
+    if not problems:
+        problems += [(None, message) for message in metric.check(settings)]
+    return settings, problems
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def run_metrics(specs: list[MetricSpec], context: MetricContext) -> tuple[dict, bool]:
+    """Compute every metric that applies to the context's cell: (record fields, whether it diverged).
+
+    A metric that raises propagates: the runner records the cell as failed and the grid goes on.
+    """
+    fields: dict = {}
+    diverged = False
+    for spec in specs:
+        metric = registry.get_metric(spec.name)
+        if context.cell_kind not in metric.applies_to:
+            continue
+        result = metric.compute(context, **spec.settings)
+        if metric.record_key is not None:
+            fields.setdefault(metric.record_key, {}).update(result)
+        else:
+            fields.setdefault("metrics", {}).setdefault(metric.name, {}).update(result)
+        diverged |= metric.diverged(result)
+    return fields, diverged
+
+
+# -- the generic table ---------------------------------------------------------------------------
+
+
+def value_of(entry: Any) -> tuple[float, float | None, float | None] | None:
+    """(value, low, high) of a number or a {"value", "low", "high"} entry; None for anything else."""
+    if isinstance(entry, bool):
+        return None
+    if isinstance(entry, (int, float)):
+        return float(entry), None, None
+    if isinstance(entry, dict) and isinstance(entry.get("value"), (int, float)) and not isinstance(entry["value"], bool):
+        return float(entry["value"]), entry.get("low"), entry.get("high")
+    return None
+
+
+def value_specs(metric: Metric, results: list[dict]) -> list[Value]:
+    """The metric's columns: its declared values that the records hold; a metric that declares none
+    shows every numeric key of its results."""
+    present = dict.fromkeys(key for result in results for key, entry in result.items() if value_of(entry) is not None)
+    if metric.values:
+        return [v for v in metric.values if v.key in present]
+    return [Value(key, key, metric.higher_is_better, metric.unit) for key in present]
+
+
+def generic_tables(metric: Metric, records: list[dict]) -> list:
+    """One table per model: a row per setting (dense first, then method, sparsity, L), a column per value."""
+    from prunebench.report import _column_key, _settings, _seeds, _spread
+    from prunebench.tablecells import BEST, TIED, Cell, Table
+
+    settings = {s: [r for r in runs if metric.result_of(r)] for s, runs in _settings(records).items()}
+    settings = {s: runs for s, runs in settings.items() if runs}
+    tables = []
+    for model in sorted({s[0] for s in settings}):
+        mine = {s: runs for s, runs in settings.items() if s[0] == model}
+        values = value_specs(metric, [metric.result_of(r) for runs in mine.values() for r in runs])
+        if not values:
+            continue
+        ordered = sorted(mine, key=lambda s: (s[1] != DENSE, s[1], _column_key((s[2], s[3]))))
+
+        def cell(runs, value: Value):
+            found = [value_of(metric.result_of(r).get(value.key)) for r in runs]
+            if any(f is None for f in found):
+                return ""
+            mean, std = _spread([f[0] for f in found])
+            result = Cell(mean, std, seeds=_seeds(runs), scale=value.scale, decimals=value.decimals)
+            if len(found) == 1 and found[0][1] is not None and found[0][2] is not None:
+                result.low, result.high = found[0][1], found[0][2]
+            return result
+
+        rows = [[setting_label(s)] + [cell(mine[s], v) for v in values] for s in ordered]
+        for index, value in enumerate(values, start=1):
+            _mark([row[index] for row, s in zip(rows, ordered) if s[1] != DENSE and isinstance(row[index], Cell)],
+                  value.higher_is_better, BEST, TIED)
+        headers = ["method"] + [f"{v.label}{f' {v.unit}' if v.unit else ''} {'↑' if v.higher_is_better else '↓'}"
+                                for v in values]
+        notes = [f"{metric.name}: {metric.description}."]
+        if any(isinstance(c, Cell) and c.has_interval for row in rows for c in row[1:]):
+            notes.append("[low, high]: the range the metric reports (its spread over repetitions, or its 95% interval).")
+        notes.append("**bold**: the best pruned row in its column, strictly and outside the runner-up's range where "
+                     "there is one; †: a best whose range overlaps others' (tied).")
+        tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)",
+                            headers, rows, notes))
+    return tables
+
+
+def setting_label(setting: tuple) -> str:
+    """A row label: "dense", or "method sparsity L=length"."""
+    _, method, sparsity, seqlen = setting
+    return DENSE if method == DENSE else f"{method} {sparsity} L={seqlen}"
+
+
+def _mark(cells: list, higher_is_better: bool, best_mark: str, tied_mark: str) -> None:
+    """Bold a strictly best cell whose range does not overlap the runner-up's; otherwise dagger the ties."""
+    ranked = sorted((c for c in cells if c.finite), key=lambda c: c.value, reverse=higher_is_better)
+    if len(ranked) < 2:
+        return
+    best, others = ranked[0], ranked[1:]
+
+    def overlaps(other) -> bool:
+        if other.value == best.value:
+            return True
+        if best.has_interval and other.has_interval:
+            return not (best.low > other.high or best.high < other.low)
+        return False
+
+    tied = [o for o in others if overlaps(o)]
+    if not tied:
+        best.mark = best_mark
+        return
+    for c in [best] + tied:
+        c.mark = tied_mark
+
+
+def registered_metrics() -> list[Metric]:
+    """Every registered metric, built-ins first."""
+    return [entry.item for entry in registry.registered("register_metrics").values()]
+
+
+__all__ = ["DENSE", "PRUNED", "REQUIRED", "Metric", "MetricContext", "MetricSpec", "Value", "check_settings",
+           "registered_metrics", "run_metrics"]

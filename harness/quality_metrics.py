@@ -1,0 +1,93 @@
+"""Built-in quality metrics: perplexity per evaluation dataset (per-window NLLs kept for bootstrap
+intervals and paired ratios) and lm-eval zero-shot accuracy (per-item correctness kept), with the
+report tables each shows (`prunebench.quality_tables`, loaded only by the report)."""
+from __future__ import annotations
+
+import math
+
+from prunebench.hookspecs import hookimpl
+from prunebench.metrics import REQUIRED, Metric, MetricContext
+
+
+
+class Perplexity(Metric):
+    name = "perplexity"
+    description = ("exp(mean over non-overlapping windows of the window's mean next-token NLL) of one dataset's "
+                   "evaluation text, as Wanda and SparseGPT compute it; per-window NLLs kept")
+    higher_is_better = False
+    unit = "perplexity"
+    needs_tokenizer = True
+    settings = {"dataset": REQUIRED, "seqlen": 512, "max_windows": None}
+    record_key = "perplexity"
+    plot_prefix = "ppl"
+    log_scale = True
+
+    def check(self, settings: dict) -> list[str]:
+        problems = []
+        if not isinstance(settings["dataset"], str):
+            problems.append(f"perplexity's dataset is a dataset name, not {settings['dataset']!r}.")
+        if settings["seqlen"] < 2:
+            problems.append("perplexity's seqlen must be at least 2.")
+        if settings["max_windows"] is not None and (not isinstance(settings["max_windows"], int)
+                                                    or settings["max_windows"] < 1):
+            problems.append(f"perplexity's max_windows is a positive integer, not {settings['max_windows']!r}.")
+        return problems
+
+    def compute(self, context: MetricContext, dataset: str, seqlen: int, max_windows: int | None) -> dict:
+        from prunebench.config import PerplexitySpec
+        from prunebench.data import evaluation_text, evaluation_window_cap, tokenize_text
+        from prunebench.evaluate import perplexity
+        from prunebench.walk import on_device
+
+        if context.evaluation_tokens is not None:
+            tokens = context.evaluation_tokens(dataset)
+        else:
+            tokens = tokenize_text(context.tokenizer, evaluation_text(dataset, context.data_dir))
+        cap = evaluation_window_cap(dataset, max_windows)
+        with on_device(context.model, context.device):
+            result = perplexity(context.model, tokens, seqlen, cap, device=context.device, progress=context.progress)
+        return {PerplexitySpec(dataset, seqlen, max_windows).label: dict(result.to_dict(), dataset=dataset)}
+
+    def diverged(self, result: dict) -> bool:
+        return not all(math.isfinite(p["perplexity"]) for p in result.values())
+
+    def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
+        from prunebench.quality_tables import perplexity_report_tables
+
+        return perplexity_report_tables(records, reference, resamples)
+
+    def plot_cells(self, records: list[dict], resamples: int) -> dict:
+        from prunebench.quality_tables import perplexity_cells
+
+        return perplexity_cells(records, resamples)
+
+
+class ZeroShot(Metric):
+    name = "zero-shot"
+    description = "lm-eval tasks on the in-memory model: each task's acc (acc_norm, perplexity where it has them), " \
+                  "per-item correctness kept, and the mean accuracy"
+    higher_is_better = True
+    unit = "accuracy"
+    needs_tokenizer = True
+    settings = {"names": [], "num_fewshot": 0, "limit": None, "batch_size": 1, "path": None, "text_path": None}
+    record_key = "tasks"
+
+    def compute(self, context: MetricContext, names, num_fewshot, limit, batch_size, path, text_path) -> dict:
+        from prunebench.config import TaskSpec
+        from prunebench.zeroshot import evaluate_tasks
+
+        if not names:
+            return {}
+        spec = TaskSpec(tuple(names), num_fewshot, limit, batch_size, path, text_path)
+        return evaluate_tasks(context.model, context.tokenizer, spec, context.device, context.data_dir)
+
+    def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
+        from prunebench.quality_tables import task_report_tables
+
+        return task_report_tables(records, reference, resamples)
+
+
+@hookimpl
+def register_metrics(register):
+    register(Perplexity())
+    register(ZeroShot())

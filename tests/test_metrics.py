@@ -1,0 +1,187 @@
+"""Metrics as plugins: the README's example metric through its entry point, settings validation, a
+raising metric failing only its cell, compressed-tensors round trips, the speed metric's structure."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunebench
+from prunebench import Metric, hookimpl, registry
+from prunebench.config import load_config
+from prunebench.errors import UsageError
+from prunebench.runner import run_grid
+from prunebench.store import ResultsStore
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+GRID = """\
+suite: tiny
+models: [tiny-llama]
+methods: [{methods}]
+sparsity: [0.5]
+calibration: {{dataset: pydoc, nsamples: 2, lengths: [16]}}
+evaluation:
+  perplexity: [{{dataset: pydoc, seqlen: 32, max_windows: 2}}]
+  metrics: {metrics}
+device: cpu
+"""
+
+
+def grid(tmp_path, methods, metrics):
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.format(methods=", ".join(methods), metrics=metrics))
+    return path
+
+
+def readme_example_metric() -> str:
+    block = re.search(r"<!-- example-metric -->\s*```python\n(.*?)```\s*<!-- /example-metric -->", README.read_text(), re.S)
+    assert block, "README lost its example metric"
+    assert len(block.group(1).strip().splitlines()) <= 30
+    return block.group(1)
+
+
+def test_readme_example_metric_from_its_entry_point_adds_a_column(install_plugin, tmp_path):
+    install_plugin(readme_example_metric(), "zero_share_example", "zero-share")
+    assert "zero-share" in registry.registered("register_metrics")
+    config = load_config(grid(tmp_path, ["magnitude"], "[zero-share]"))
+    summary = run_grid(config, tmp_path / "results", progress=False, echo=lambda line: None)
+    assert not summary.failed
+    records = {r["cell"]["method"]: r for r in ResultsStore(tmp_path / "results").records()}
+    # Known answer: magnitude at 50% per row zeroes exactly half of each (even-width) row; the random dense model none.
+    assert records["magnitude"]["metrics"]["zero-share"]["zero_share"] == 0.5
+    assert records["dense"]["metrics"]["zero-share"]["zero_share"] == 0.0
+    from prunebench.report import report_tables
+
+    table = next(t for t in report_tables(ResultsStore(tmp_path / "results").records()) if "zero-share" in t.title)
+    assert table.headers == ["method", "zero weights % ↑"]
+    assert "50.00" in table.render("github") and "0.00" in table.render("github")
+
+
+def test_unknown_metrics_and_settings_are_refused_with_did_you_mean(tmp_path):
+    with pytest.raises(UsageError, match="Did you mean: speed"):
+        load_config(grid(tmp_path, ["wanda"], "[sped]"))
+    with pytest.raises(UsageError, match="Did you mean: repeats"):
+        load_config(grid(tmp_path, ["wanda"], "[{name: speed, repets: 3}]"))
+    with pytest.raises(UsageError, match="repeats must be at least 1"):
+        load_config(grid(tmp_path, ["wanda"], "[{name: speed, repeats: 0}]"))
+    config = load_config(grid(tmp_path, ["wanda"], "[size, {name: speed, repeats: 3}]"))
+    assert [(s.name, s.settings.get("repeats")) for s in config.metric_specs()] == [
+        ("perplexity", None), ("size", None), ("speed", 3)]
+
+
+class Fragile(Metric):
+    name = "fragile"
+    description = "raises on magnitude's cells"
+    settings = {}
+
+    def compute(self, context):
+        if context.method == "magnitude":
+            raise RuntimeError("metric bug")
+        return {"ok": 1.0}
+
+
+class FragilePlugin:
+    @hookimpl
+    def register_metrics(self, register):
+        register(Fragile())
+
+
+def test_a_raising_metric_fails_only_its_cell(register_plugin, tmp_path):
+    register_plugin(FragilePlugin())
+    config = load_config(grid(tmp_path, ["wanda", "magnitude"], "[fragile]"))
+    summary = run_grid(config, tmp_path / "results", progress=False, echo=lambda line: None)
+    records = {r["cell"]["method"]: r for r in ResultsStore(tmp_path / "results").records()}
+    assert [name for name, _ in summary.failed] == [records["magnitude"]["name"]]
+    assert records["magnitude"]["status"] == "failed" and "metric bug" in records["magnitude"]["error"]
+    assert records["wanda"]["status"] == records["dense"]["status"] == "ok"
+    assert records["wanda"]["metrics"]["fragile"] == {"ok": 1.0}
+
+
+def test_compressed_tensors_round_trip_keeps_every_weight(tiny_llama, tiny_calibration, tmp_path):
+    from prunebench.sparse_checkpoint import (BITMASK, SPARSE_24, checkpoint_sizes, compress_state, decompress_state,
+                                              prunable_weight_names, shared_free_state)
+
+    model, _ = tiny_llama
+    prunebench.prune(model, "magnitude", "2:4", tiny_calibration)
+    sizes = checkpoint_sizes(model, "2:4", tmp_path / "ckpt")
+    names = prunable_weight_names(model)
+    assert sizes["reloaded_equal"] and sizes["layers_not_2_4"] == [] and sizes["linears_2_4"] == len(names)
+    assert sizes["sparse_bytes"] < sizes["dense_bytes"]
+    assert (tmp_path / "ckpt" / "model-sparse.safetensors").exists()
+    # A linear that is not 2:4 as stored (RIA's reallocation) is listed and kept as bitmask, losslessly.
+    with torch.no_grad():
+        first = dict(model.named_parameters())[names[0]]
+        first[0, :4] = torch.tensor([1.0, 2.0, 3.0, 0.0])
+    sizes = checkpoint_sizes(model, "2:4")
+    assert sizes["layers_not_2_4"] == [names[0].removesuffix(".weight")]
+    # Each format by hand: every tensor comes back bit for bit.
+    state = shared_free_state(model)
+    for fmt in (BITMASK, SPARSE_24):
+        chosen = {n: fmt for n in names[1:]}
+        back = decompress_state(compress_state(state, chosen), chosen)
+        assert set(back) == set(state) and all(torch.equal(state[k], back[k]) for k in state)
+
+
+class Recorder(torch.nn.Module):
+    """A model that logs which model ran which call before running it."""
+
+    def __init__(self, tag, inner, log):
+        super().__init__()
+        self.tag, self.inner, self.log = tag, inner, log
+
+    def forward(self, **kwargs):
+        self.log.append((self.tag, "prefill" if not kwargs.get("use_cache") else "decode"))
+        return self.inner(**kwargs)
+
+
+def test_speed_interleaves_models_after_warmup_with_repeats(tiny_llama):
+    import copy
+
+    from prunebench.efficiency import measure_speed
+
+    model, _ = tiny_llama
+    log = []
+    models = {"dense": Recorder("dense", model, log), "pruned": Recorder("pruned", copy.deepcopy(model), log)}
+    tokens = torch.arange(32)
+    result = measure_speed(models, tokens, repeats=3, warmup=2, decode_tokens=2, decode_batches=(1, 8), prompt_length=4)
+    prefills = [tag for tag, kind in log if kind == "prefill"]
+    # warm-up + repeats rounds; in each round every case runs each model in turn (interleaved).
+    assert prefills == ["dense", "pruned"] * 5
+    decode_calls = [tag for tag, kind in log if kind == "decode"]
+    assert len(decode_calls) == 5 * 2 * 2 * (1 + 2)  # rounds x cases x models x (prompt + tokens)
+    assert decode_calls[:6] == ["dense"] * 3 + ["pruned"] * 3
+    entry = result["models"]["pruned"]
+    assert set(entry) == {"prefill", "decode_b1", "decode_b8"}
+    assert all(len(case["seconds"]["samples"]) == 3 and len(case["speedup"]["samples"]) == 3 for case in entry.values())
+    assert result["warmup"] == 2 and result["repeats"] == 3
+    assert all(s == 1.0 for s in result["models"]["dense"]["prefill"]["speedup"]["samples"])
+
+
+def test_speed_memory_and_size_metrics_on_a_tiny_model(tiny_llama, tiny_calibration):
+    from prunebench.metrics import MetricContext
+
+    model, tokenizer = tiny_llama
+    dense = {k: v.clone() for k, v in model.state_dict().items()}
+    prunebench.prune(model, "wanda", 0.5, tiny_calibration)
+
+    def dense_model():
+        import copy
+
+        twin = copy.deepcopy(model)
+        twin.load_state_dict(dense)
+        return twin
+
+    context = MetricContext(model=model, tokenizer=tokenizer, device=torch.device("cpu"), sparsity="0.5",
+                            method="wanda", eval_seqlen=32, dense_model=dense_model)
+    speed = registry.get_metric("speed").compute(context, repeats=2, warmup=1, decode_tokens=2, decode_batches=[1, 8],
+                                                 prompt_length=4, seqlen=0, csr=True, semi_structured=True)
+    for key in ("prefill_speedup", "decode_b1_speedup", "decode_b8_speedup", "csr_prefill_speedup"):
+        assert speed[key]["low"] <= speed[key]["value"] <= speed[key]["high"]
+    assert speed["measurement"]["prefill_length"] == 32 and set(speed["measurement"]["models"]) == {"dense", "pruned", "csr"}
+    memory = registry.get_metric("memory").compute(context, seqlen=0, csr=True)
+    # Same shapes, dense format: the same peak; CSR holds values and indices of half the weights.
+    assert memory["peak_bytes"] == memory["dense_peak_bytes"] > 0 and memory["seqlen"] == 32
+    assert memory["csr_peak_bytes"] > 0
+    sizes = registry.get_metric("size").compute(context, directory=None)
+    assert sizes["nonzero_parameters"] < sizes["parameters"] and sizes["sparse_format"] == "sparse-bitmask"
