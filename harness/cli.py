@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
+import threading
 
-from prunebench.errors import UsageError
+from prunebench.errors import Terminated, UsageError
 from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
 
 
@@ -25,6 +28,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
     return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device; use cpu, cuda or cuda:N")
+    return text
 
 
 def _method_args(pairs: list[str]) -> dict[str, str]:
@@ -67,13 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
     prune.add_argument("--batch-size", type=_positive, default=8, help="calibration batch size")
-    prune.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
+    prune.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
     prune.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype")
     prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
     prune.add_argument("--speed-repeats", type=int, default=0, metavar="N",
                        help="structured methods: time prefill/decode against dense, N interleaved repeats")
+    prune.add_argument("--debug", action="store_true",
+                       help="when the method's plugin raises, show the full traceback instead of one line")
 
     commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
 
@@ -91,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None,
                      help="with --executor ray: auto (the running cluster) or ray://host:port (if not given, "
                           "a Ray started here)")
-
 
     validate = commands.add_parser("validate", help="check a benchmark config without loading any weights")
     validate.add_argument("file", nargs="?", default="benchmarks.yaml", help="benchmark grid YAML")
@@ -126,21 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-seqlen", type=_positive, default=512, help="evaluation window length")
     bench.add_argument("--eval-windows", type=_positive, default=8, help="evaluation windows")
     bench.add_argument("--data-dir", default=None, help="directory with local dataset files")
-    bench.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
+    bench.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C (locks released, temporary files removed); only the main thread
+    # may set handlers, and the previous one comes back when main returns (tests call main in-process).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "prune":
             from prunebench.commands import run_prune
 
-            method_args = _method_args(args.arg)
-            if not (args.eval_dataset or args.tasks or args.save or args.json):
-                print("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither "
-                      "evaluated nor saved (only the pruning report is printed)")
-            run_prune(args, method_args)
+            run_prune(args, _method_args(args.arg))
         elif args.command == "list":
             from prunebench.commands import run_list
 
@@ -157,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"prunebench: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("prunebench: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("prunebench: interrupted", file=sys.stderr)
         return 130

@@ -148,7 +148,9 @@ def _print_summary(record: dict, report) -> None:
 
 
 def run_list() -> None:
-    """Print every registered method, statistic, dataset and model with the plugin that gave it."""
+    """Print every registered method, statistic, dataset, model and metric with the plugin that gave it."""
+    from prunebench.metrics import REQUIRED
+
     sections = [
         ("Methods", "register_methods",
          lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()), ", ".join(m.statistics) or "-"],
@@ -162,6 +164,10 @@ def run_list() -> None:
         ("Statistics", "register_statistics", lambda s: [s.description], ["statistic", "plugin", "description"]),
         ("Datasets", "register_datasets", lambda d: [d.description], ["dataset", "plugin", "description"]),
         ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),
+        ("Metrics (evaluation.metrics in a grid; ↑ higher is better, ↓ lower)", "register_metrics",
+         lambda m: [m.arrow(), m.unit, ", ".join(m.applies_to), m.description,
+                    ", ".join(f"{k}={'(required)' if v is REQUIRED else v}" for k, v in m.settings.items())],
+         ["metric", "plugin", "better", "unit", "cells", "description", "settings (defaults)"]),
     ]
     for title, hook, describe, headers in sections:
         rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in registry.registered(hook).items()]

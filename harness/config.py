@@ -335,7 +335,9 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             if str(target) in sparsities:
                 errors.add(("sparsity", i), f"sparsity {target} is listed twice; list each value once.")
             sparsities.append(str(target))
-            if target.is_n_m and any(m.allocation == "owl" for m in methods):
+            # An OWL method restricted to ratios (its own `sparsity:`) never meets this N:M value.
+            if target.is_n_m and any(m.allocation == "owl" and (m.only.sparsities is None or str(target) in m.only.sparsities)
+                                     for m in methods):
                 errors.add(("sparsity", i), f"{target} is N:M but a method uses OWL allocation, which needs a ratio.")
         except UsageError as error:
             errors.add(("sparsity", i), str(error))
@@ -394,7 +396,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     metrics = _metrics(errors, evaluation.get("metrics") or [])
 
     device = str(raw.get("device", "auto"))
-    if device != "auto" and not device.startswith(("cpu", "cuda")):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):  # torch.device("cudafoo") would fail only at run time
         errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
     resources = _resources(errors, raw.get("resources") or {}, ("resources",))
     gpus = max(r.gpus for r in [resources] + [m.resources for m in models if m.resources])

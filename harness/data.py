@@ -40,27 +40,66 @@ def _find_local(names: tuple[str, ...], dirs: list[Path]) -> Path | None:
     return None
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError, offset: int = 0, compressed: bool = False) -> UsageError:
+    byte = offset + error.start
+    where = f"byte {byte} of the decompressed text" if compressed else f"byte {byte}"
+    return UsageError(f"{path}: not UTF-8 text ({where}: {error.object[error.start:error.start + 1]!r}); "
+                      "re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8.")
+
+
+def _unreadable(path: Path, error: OSError) -> UsageError:
+    return UsageError(f"Cannot read {path} ({error.strerror or error}); check the file and its permissions.")
+
+
+def read_utf8(path: Path) -> str:
+    """A local text file's contents; a file that is not UTF-8 is a one-line error naming the byte."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise _unreadable(path, error) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+
+
 def read_raw_rows(path: Path) -> list[str]:
     """Rows of a raw WikiText-style file, one per line; each row ends in "\\n" as on the hub."""
-    text = path.read_bytes().decode("utf-8").replace("\r\n", "\n")
+    text = read_utf8(path).replace("\r\n", "\n")
     return [line + "\n" for line in text.split("\n") if line]
 
 
 def read_jsonl_texts(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
     texts = []
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UsageError(f"{path}:{number} is not JSON; jsonl: needs one JSON object per line.") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UsageError(f"{path}:{number} has no string field 'text'; jsonl: needs {{\"text\": ...}} per line.")
-            texts.append(record["text"])
+    offset = 0  # bytes before the current line, so that an encoding error names its byte in the file
+    try:
+        with opener(path, "rb") as raw_lines:
+            for number, raw in enumerate(raw_lines, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise _not_utf8(path, error, offset, compressed) from None
+                offset += len(raw)
+                if not line.strip():
+                    continue
+                texts.append(_jsonl_text(path, number, line))
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError; a truncated gzip an EOFError
+        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile) and error.strerror:
+            raise _unreadable(path, error) from None
+        raise UsageError(f"{path} is not a complete gzip file ({error}); download or compress it again.") from None
     return texts
+
+
+def _jsonl_text(path: Path, number: int, line: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise UsageError(f"{path}:{number} is not JSON; jsonl: needs one JSON object per line.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise UsageError(f"{path}:{number} has no string field 'text'; jsonl: needs {{\"text\": ...}} per line.")
+    return record["text"]
 
 
 def _unreachable(name: str, split: str, files: tuple[str, ...], dirs: list[Path]) -> UsageError:
@@ -162,7 +201,7 @@ class PTB(TextDataset):
     def _sentences(self, split, files, dirs):
         local = _find_local(files, dirs)
         if local:
-            return [line for line in local.read_text(encoding="utf-8").split("\n") if line]
+            return [line for line in read_utf8(local).split("\n") if line]
         return _hub(self.name, split, files, dirs, "ptb_text_only", "penn_treebank")["sentence"]
 
     def calibration_documents(self, path, dirs):
@@ -214,7 +253,7 @@ class LocalText(TextDataset):
         return [self.evaluation_text(path, dirs)]
 
     def evaluation_text(self, path, dirs):
-        return _existing(path, self.name).read_text(encoding="utf-8")
+        return read_utf8(_existing(path, self.name))
 
 
 class LocalJsonl(TextDataset):

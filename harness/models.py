@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunebench import registry
-from prunebench.errors import UsageError, did_you_mean
+from prunebench.errors import UsageError, cannot_write, did_you_mean
 from prunebench.hookspecs import hookimpl
 from prunebench.options import DTYPES
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,50 @@ def cache_dir() -> Path:
     return Path(root).expanduser()
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _needs_remote_code(error: BaseException) -> bool:
+    return isinstance(error, ValueError) and ("trust_remote_code" in str(error) or "custom code" in str(error))
+
+
 def _load_pretrained(source: str, dtype: torch.dtype, **kwargs):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Never run code shipped with a model: a checkpoint that needs it is refused, not executed.
     kwargs["trust_remote_code"] = False
+    # Errors reading a local checkpoint are about its files; from the hub, load_model words them.
+    local = Path(source).is_dir()
+    local_errors = (OSError, ValueError, SafetensorError) if local else ()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as error:
+        if _needs_remote_code(error):
+            raise _remote_code_refused(source) from None
+        if not isinstance(error, local_errors):
+            raise
+        raise UsageError(f"Cannot load a tokenizer from {source} ({_first_line(error)}); the directory needs the "
+                         "tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json).") from None
+    try:
         # Read weights into memory: pruning writes every weight, and writing to memory-mapped
         # weights costs a copy-on-write page fault per page inside the timed pruning run.
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, disable_mmap=True, **kwargs)
-    except ValueError as error:
-        if "trust_remote_code" not in str(error) and "custom code" not in str(error):
+    except Exception as error:
+        if _needs_remote_code(error):
+            raise _remote_code_refused(source) from None
+        if not isinstance(error, local_errors):
             raise
-        raise UsageError(f"Model '{source}' needs code shipped with it (trust_remote_code), which prunebench never "
-                         "runs; use a model whose architecture transformers itself provides.") from None
+        raise UsageError(f"Cannot read the weights in {source} ({_first_line(error)}); the checkpoint is missing, "
+                         "damaged or truncated: copy or save it again.") from None
     return model.eval(), tokenizer
+
+
+def _remote_code_refused(source: str) -> UsageError:
+    return UsageError(f"Model '{source}' needs code shipped with it (trust_remote_code), which prunebench never "
+                      "runs; use a model whose architecture transformers itself provides.")
 
 
 def _gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
@@ -93,12 +122,25 @@ def load_gguf(gguf_path: "str | Path", dtype: "torch.dtype | str" = "float32", c
     gguf_path = Path(gguf_path).resolve()
     if not gguf_path.is_file():
         raise UsageError(f"GGUF file not found: {gguf_path}. Check the path.")
+    with open(gguf_path, "rb") as handle:
+        if handle.read(4) != GGUF_MAGIC:
+            raise UsageError(f"{gguf_path} is not a GGUF file (it does not start with the bytes 'GGUF'); "
+                             "give a .gguf model file, a model directory, an alias or a hub id.")
     if cache_name is None:
         digest = hashlib.sha256(f"{gguf_path}:{gguf_path.stat().st_size}".encode()).hexdigest()[:12]
         cache_name = f"{gguf_path.stem}-{digest}"
     target = cache_dir() / "models" / cache_name
     if not (target / "config.json").exists():
-        _gguf_to_safetensors(gguf_path, target)
+        try:
+            _gguf_to_safetensors(gguf_path, target)
+        except Exception as error:  # the GGUF reader raises many types on a damaged file (struct.error, ValueError, ...)
+            if isinstance(error, ImportError):
+                raise
+            if isinstance(error, OSError) and error.errno is not None:  # the disk, not the file's contents
+                raise UsageError(f"Cannot convert {gguf_path} into {target} ({error.strerror}); check the free space "
+                                 f"and permissions there, or set ${CACHE_ENV} to another directory.") from None
+            raise UsageError(f"Cannot convert {gguf_path} ({_first_line(error)}); the GGUF file is damaged, "
+                             "truncated or of an architecture transformers cannot read: download it again.") from None
     return _load_pretrained(str(target), parse_dtype(dtype))
 
 
@@ -189,6 +231,9 @@ def load_model(spec: str, dtype: "torch.dtype | str" = "float32"):
     if spec.endswith(".gguf"):
         return load_gguf(path, dtype)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{spec} is not a model directory (no config.json); give a directory written by "
+                             "save_pretrained, a .gguf file, an alias or a hub id.")
         return _load_pretrained(str(path), dtype)
     if spec.startswith((".", "~", "/")):
         raise UsageError(f"Model path not found: {spec}. Check the path.")
@@ -199,6 +244,23 @@ def load_model(spec: str, dtype: "torch.dtype | str" = "float32"):
     except OSError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"Cannot load model '{spec}' from the hub or disk ({first}); give a local directory, a .gguf file or an alias.") from None
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's position embeddings cover, None when its config does not say."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def check_fits_context(model, name: str, lengths: dict[str, int]) -> None:
+    """Refuse window lengths beyond the model's context: past it OPT's position table raises an
+    IndexError and LLaMA's rotary positions run on silently into lengths it never saw."""
+    context = context_length(model)
+    for what, length in lengths.items():
+        if context is not None and length > context:
+            raise UsageError(f"{what} {length} is longer than model '{name}''s context ({context} tokens); "
+                             f"use at most {context}.")
 
 
 def parse_dtype(dtype: "torch.dtype | str") -> torch.dtype:
@@ -214,8 +276,27 @@ def parse_dtype(dtype: "torch.dtype | str") -> torch.dtype:
 
 
 def save_pruned(model, tokenizer, directory: "str | Path") -> None:
-    """Save in save_pretrained format; it loads back in plain transformers with the same zeros."""
+    """Save in save_pretrained format; it loads back in plain transformers with the same zeros.
+
+    Written into a staging directory beside the target and moved into place when complete, so a full
+    disk or a kill leaves no half-written checkpoint (an OSError becomes a one-line WriteError)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    except OSError as error:
+        raise cannot_write(directory, error) from error
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        if directory.exists():  # an earlier checkpoint there: each file replaced whole
+            for file in staging.iterdir():
+                os.replace(file, directory / file.name)
+        else:
+            os.replace(staging, directory)
+    except OSError as error:
+        raise cannot_write(directory, error) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

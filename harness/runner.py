@@ -127,6 +127,12 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
     from prunebench.engine import prune
     from prunebench.evaluate import measured_sparsity
 
+    from prunebench.models import check_fits_context
+
+    lengths = {f"evaluation.perplexity[{i}].seqlen": spec.seqlen for i, spec in enumerate(config.perplexity)}
+    if cell.method is not None:
+        lengths["calibration length"] = cell.seqlen
+    check_fits_context(session.model, cell.model.label, lengths)  # validate cannot see a hub or GGUF model's
     record: dict = {}
     session.restore_dense()
     if cell.method is not None:
@@ -210,14 +216,20 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
         raise UsageError(f"device {config.device} asks for CUDA, but no GPU is visible; set device: cpu or auto.")
     summary = RunSummary()
     sessions = SessionCache()
-    for cell in tqdm(cells, desc="cells", disable=not progress):
+    # --force reruns the records there when this run began, not one another runner writes meanwhile.
+    stamps = {cell.name: store.record_stamp(cell.name) for cell in cells}
+    deferred: list[Cell] = []  # held by another process: tried once more at the end, in case it died
+    for cell in tqdm(_then_deferred(cells, deferred), total=len(cells), desc="cells", disable=not progress):
         provenance = cell_provenance(cell, config)
         cell_hash = content_hash(cell, config, provenance)
         with store.claim(cell.name) as claimed:
             if not claimed:
-                summary.busy.append(cell.name)
+                if cell in deferred:
+                    summary.busy.append(cell.name)
+                else:
+                    deferred.append(cell)
                 continue
-            if not force and store.is_finished(cell.name, cell_hash):
+            if store.is_done(cell.name, cell_hash, force=force, stamp_at_start=stamps[cell.name]):
                 summary.skipped.append(cell.name)
                 continue
             record = dict(record_header(cell, config, cell_hash, provenance),
@@ -226,6 +238,12 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
             if fail_fast and record["status"] == "failed":
                 break
     return summary
+
+
+def _then_deferred(cells: list[Cell], deferred: list[Cell]):
+    """Every cell, then once more each cell deferred during the first pass."""
+    yield from cells
+    yield from list(deferred)
 
 
 def _cell_fields(cell: Cell, config: BenchmarkConfig) -> dict:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prunebench.errors import UsageError
+from prunebench.errors import UsageError, WriteError, cannot_write
 
 SCHEMA = 1
 RECORD = "record.json"
@@ -40,16 +40,23 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `path` whole or not at all (a temporary file renamed over it); an OSError (disk full, no
+    permission) becomes a one-line WriteError, with the temporary file removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise cannot_write(path, error) from error
     try:
         with os.fdopen(descriptor, "w") as handle:
             json.dump(_finite_or_none(data), handle, indent=2, allow_nan=False, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise cannot_write(path, error) from error
         raise
 
 
@@ -106,7 +113,7 @@ class ResultsStore:
             marker = self.root / "store.json"
             if not marker.exists():
                 write_json_atomically(marker, {"schema": SCHEMA})
-        except OSError as error:
+        except OSError as error:  # a WriteError (the marker could not be written) says so itself
             raise UsageError(f"Cannot write the results directory {self.root} ({error.strerror}); "
                              "give a writable --results-dir.") from None
         _remove_orphans(self.root, f".{marker.name}.*.tmp")
@@ -145,17 +152,68 @@ class ResultsStore:
             print(f"prunebench: {path} is not a valid record; ignored (read-only, not moved)", file=sys.stderr)
         return None
 
+    def record_stamp(self, name: str) -> tuple[int, int] | None:
+        """Identity of the cell's record file (inode, modification time), None when it has none; every
+        write renames a new file into place, so a changed stamp means the record was written again."""
+        try:
+            stat = self.record_path(name).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
     def is_finished(self, name: str, content_hash: str) -> bool:
         record = self.read(name)
         return bool(record and record.get("hash") == content_hash and record.get("status") in FINISHED)
 
+    def is_done(self, name: str, content_hash: str, *, force: bool = False, stamp_at_start=None) -> bool:
+        """Whether a claimed cell needs no run: finished with this content hash, and under --force
+        finished by a record written after this run began (`stamp_at_start`, from `record_stamp`):
+        another runner computed it meanwhile, and --force must not compute a cell twice."""
+        if not self.is_finished(name, content_hash):
+            return False
+        return not force or self.record_stamp(name) != stamp_at_start
+
     def write(self, record: dict) -> None:
-        """Write the cell's record (last, atomically), then upsert its leaderboard row."""
+        """Write the cell's record (last, atomically), then upsert its leaderboard row.
+
+        A write that fails (disk full) raises a one-line WriteError and leaves no partial file; the
+        cell is then recorded as failed with a small record when that still fits, so `status` shows it.
+        """
         self._prepare()
         record = dict(record, schema=SCHEMA)
-        write_json_atomically(self.record_path(record["name"]), record)
-        with self._database() as db:
-            self._upsert(db, _finite_or_none(record))
+        try:
+            write_json_atomically(self.record_path(record["name"]), record)
+        except WriteError as error:
+            raise WriteError(f"{error} {self._record_write_failure(record, error)}") from error
+        try:
+            with self._database() as db:
+                self._upsert(db, _finite_or_none(record))
+        except sqlite3.OperationalError as error:
+            if "full" not in str(error):  # "database or disk is full"; a lock timeout is not this
+                raise
+            raise WriteError(f"Cannot update {self.root / DATABASE} ({error}); the record of {record['name']} is "
+                             "written and the leaderboard is rebuilt from it by the next command; free some "
+                             "disk space and rerun.") from error
+
+    def _record_write_failure(self, record: dict, error: WriteError) -> str:
+        """Record a cell whose record could not be written as failed (a few hundred bytes may still fit);
+        a finished record already there is kept, never replaced by a failure. Says what happened."""
+        name = record["name"]
+        previous = self.read(name)
+        if previous is not None and previous.get("status") in FINISHED:
+            return f"Cell {name} keeps its previous record."
+        failed = {key: record[key] for key in ("name", "hash", "cell", "seed", "started", "schema") if key in record}
+        failed.update(status="failed", error=f"WriteError: {error}", finished=record.get("finished"))
+        try:
+            write_json_atomically(self.record_path(name), failed)
+        except WriteError:
+            return f"Cell {name} has no record (it stays pending)."
+        try:
+            with self._database() as db:
+                self._upsert(db, failed)
+        except sqlite3.OperationalError:
+            pass  # the leaderboard is derived: the next sync adds the row
+        return f"Cell {name} is recorded as failed."
 
     def records(self) -> list[dict]:
         found = []
@@ -173,8 +231,12 @@ class ResultsStore:
         """
         self._prepare()
         lock_path = self.cells / name / ".lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as handle:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "w")
+        except OSError as error:
+            raise cannot_write(lock_path, error) from error
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
