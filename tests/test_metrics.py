@@ -185,3 +185,15 @@ def test_speed_memory_and_size_metrics_on_a_tiny_model(tiny_llama, tiny_calibrat
     assert memory["csr_peak_bytes"] > 0
     sizes = registry.get_metric("size").compute(context, directory=None)
     assert sizes["nonzero_parameters"] < sizes["parameters"] and sizes["sparse_format"] == "sparse-bitmask"
+
+
+def test_list_shows_metrics_with_their_arrows(capsys):
+    from prunebench.commands import run_list
+
+    run_list()
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in ("perplexity", "zero-shot", "size", "memory", "speed")}
+    assert set(rows) == {"perplexity", "zero-shot", "size", "memory", "speed"}
+    assert all("↓" in rows[m] for m in ("perplexity", "size", "memory"))
+    assert all("↑" in rows[m] for m in ("zero-shot", "speed"))
+    assert "dataset=(required)" in rows["perplexity"]
