@@ -10,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from prunebench import registry
-from prunebench.errors import UsageError
+from prunebench.errors import UsageError, plugin_failure, raised_in
 from prunebench.sparsity import parse_sparsity
 
 
@@ -29,13 +29,14 @@ def run_prune(args, method_args: dict) -> dict:
     from prunebench.data import calibration_windows, evaluation_text, evaluation_window_cap, resolve_dataset, tokenize_text
     from prunebench.engine import check_n_m_fits, prune
     from prunebench.evaluate import perplexity
-    from prunebench.models import load_model, parse_dtype, save_pruned
+    from prunebench.models import check_fits_context, load_model, parse_dtype, save_pruned
     from prunebench.provenance import run_provenance
     from prunebench.walk import default_device, on_device
 
     if registry.is_structured(args.method):
         from prunebench.structured_commands import run_structured_prune
 
+        _note_if_nothing_is_kept(args)
         return run_structured_prune(args, method_args)
     if args.speed_repeats:
         raise UsageError("--speed-repeats measures structured methods (a masked model runs at dense speed).")
@@ -51,9 +52,12 @@ def run_prune(args, method_args: dict) -> dict:
     device = torch.device(args.device) if args.device else None
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+    _note_if_nothing_is_kept(args)  # after the cheap checks (a typo gets its error alone), before the work
 
     model, tokenizer = load_model(args.model, dtype)
     check_n_m_fits(model, target)
+    check_fits_context(model, args.model, {"--seqlen": args.seqlen, **({"--eval-seqlen": args.eval_seqlen}
+                                                                       if args.eval_dataset else {})})
     calibration = calibration_windows(tokenizer, args.calib_dataset, args.nsamples, args.seqlen, args.seed, args.data_dir)
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
     eval_device = device or default_device()
@@ -78,9 +82,17 @@ def run_prune(args, method_args: dict) -> dict:
         return result
 
     dense = {} if args.no_dense_eval else evaluate()
-    report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
-                   propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
-                   owl_lambda=args.owl_lambda, **arguments)
+    try:
+        report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
+                       propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
+                       owl_lambda=args.owl_lambda, **arguments)
+    except Exception as error:
+        # The method's own code raised: one line naming its plugin (the traceback with --debug).
+        modules = {cls.__module__ for cls in type(method).__mro__} - {"prunebench.method", "builtins", "abc"}
+        if args.debug or isinstance(error, UsageError) or not raised_in(error, modules):
+            raise
+        plugin = registry.registered("register_methods")[method.name].plugin
+        raise plugin_failure(f"Pruning with method '{method.name}'", plugin, error) from error
     after = evaluate()
     pruned = after.get("perplexity")
 
@@ -108,6 +120,12 @@ def run_prune(args, method_args: dict) -> dict:
         save_pruned(model, tokenizer, args.save)
         print(f"saved the pruned model to {args.save}")
     return record
+
+
+def _note_if_nothing_is_kept(args) -> None:
+    if not (args.eval_dataset or args.tasks or args.save or args.json):
+        print("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither "
+              "evaluated nor saved (only the pruning report is printed)")
 
 
 def _print_summary(record: dict, report) -> None:
