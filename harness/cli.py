@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
     prune.add_argument("--batch-size", type=_positive, default=8, help="calibration batch size")
     prune.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
-    prune.add_argument("--dtype", default="float32", choices=DTYPES, help="weight dtype")
+    prune.add_argument("--dtype", default=None, choices=DTYPES,
+                       help="weight dtype (if not given, float16 on CUDA, float32 on CPU)")
     prune.add_argument("--data-dir", default=None, help="directory with local dataset files")
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
@@ -161,7 +162,9 @@ def _main(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "prune":
             from prunebench.commands import run_prune
+            from prunebench.config import default_dtype
 
+            args.dtype = args.dtype or default_dtype(args.device or "auto")
             run_prune(args, _method_args(args.arg))
         elif args.command == "list":
             from prunebench.commands import run_list

@@ -2,10 +2,13 @@
 
 Every pass that runs calibration data layer by layer (pruning, OWL's dense statistics, the bench's
 plain forward) is this walk with different work at each layer, so per-layer arguments and device
-placement live here only.
+placement live here only. The model itself stays on the CPU; a whole model visits the GPU only to
+be evaluated, and one larger than the GPU's free memory is evaluated through accelerate's offload
+(`device_map="auto"`) instead of being moved.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,15 +40,79 @@ def prunable_linears(layer: nn.Module) -> dict[str, nn.Linear]:
     return {name: module for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
 
 
+# A whole model may take this share of a GPU's free memory; the rest is for activations (an
+# evaluation window's logits alone are window length x vocabulary floats).
+FIT_FRACTION = 0.8
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+def free_gpu_bytes(device: torch.device) -> int:
+    return torch.cuda.mem_get_info(device)[0]
+
+
 @contextmanager
 def on_device(module: nn.Module, device: "torch.device | str") -> Iterator[nn.Module]:
-    """`module` moved to `device` for the block, then back where its parameters were."""
+    """`module` moved to `device` for the block, then back where its parameters were.
+
+    A module on the CPU that does not fit in FIT_FRACTION of a GPU's free memory is not moved: it
+    runs dispatched (`dispatched`), whole decoder layers on the GPU as far as they fit and the rest
+    brought there block by block as the forward reaches it.
+    """
+    device = torch.device(device)
     home = next(module.parameters()).device
+    if device.type == "cuda" and home.type == "cpu":
+        budget = int(FIT_FRACTION * free_gpu_bytes(device))
+        if module_bytes(module) > budget:
+            with dispatched(module, offload_device_map(module, device, budget), device):
+                yield module
+            return
     module.to(device)
     try:
         yield module
     finally:
         module.to(home)
+
+
+def offload_device_map(model: nn.Module, device: torch.device, gpu_bytes: int) -> dict:
+    """accelerate's `device_map="auto"` for `model` with `gpu_bytes` on `device` and the rest on the CPU;
+    a decoder layer is never split between the two."""
+    from accelerate import infer_auto_device_map
+
+    index = device.index if device.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    no_split = set(getattr(model, "_no_split_modules", None) or []) | {type(decoder_layers(model)[0]).__name__}
+    return infer_auto_device_map(model, max_memory={index: gpu_bytes, "cpu": 2**62}, no_split_module_classes=sorted(no_split))
+
+
+@contextmanager
+def dispatched(model: nn.Module, device_map: dict, main_device: "torch.device | str",
+               offload_dir: str | None = None) -> Iterator[nn.Module]:
+    """`model` run through accelerate's hooks with `device_map` for the block (inputs go to
+    `main_device`), then exactly as it was: no hooks, and the very parameter and buffer objects.
+
+    accelerate places weights by replacing parameter objects; whatever holds the old ones (the
+    runner's dense copies, a pruning method) would write to weights the model no longer uses, so the
+    originals, whose values evaluation never changes, are put back.
+    """
+    from accelerate import dispatch_model
+    from accelerate.hooks import remove_hook_from_module
+
+    originals = [(owner, table, name, tensor, tensor.data) for owner in model.modules()
+                 for table in ("_parameters", "_buffers") for name, tensor in getattr(owner, table).items()
+                 if tensor is not None]
+    dispatch_model(model, device_map=device_map, main_device=str(main_device), offload_dir=offload_dir)
+    try:
+        yield model
+    finally:
+        remove_hook_from_module(model, recurse=True)
+        for owner, table, name, tensor, data in originals:
+            tensor.data = data  # a single-device map moves the model in place instead
+            getattr(owner, table)[name] = tensor
+        if "hf_device_map" in vars(model):
+            del model.hf_device_map
 
 
 @dataclass

@@ -57,15 +57,17 @@ def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) 
     if spec.num_fewshot < 0 or (spec.limit is not None and spec.limit < 1) or spec.batch_size < 1:
         raise UsageError("Zero-shot settings: num_fewshot >= 0, limit >= 1 and batch_size >= 1.")
     manager, tasks = load_tasks(spec, data_dir)
-    model.to(device)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
-    # log_samples gives each item's metrics, from which intervals and paired comparisons are made
-    # (prunebench.uncertainty); bootstrap_iters stays 0, since lm-eval bootstraps some metrics (the
-    # task perplexity) in a process pool, and its closed-form stderr of a mean is computed below.
-    output = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=spec.num_fewshot, limit=spec.limit,
-                             task_manager=manager, log_samples=True, bootstrap_iters=0,
-                             verbosity="ERROR")
-    model.to("cpu")
+    from prunebench.walk import on_device
+
+    # A model larger than the GPU runs offloaded (device_map="auto"); either way it goes back where it was.
+    with on_device(model, device):
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
+        # log_samples gives each item's metrics, from which intervals and paired comparisons are made
+        # (prunebench.uncertainty); bootstrap_iters stays 0, since lm-eval bootstraps some metrics (the
+        # task perplexity) in a process pool, and its closed-form stderr of a mean is computed below.
+        output = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=spec.num_fewshot, limit=spec.limit,
+                                 task_manager=manager, log_samples=True, bootstrap_iters=0,
+                                 verbosity="ERROR")
     record = {}
     for name in spec.names:
         metrics = output["results"].get(name, {})
