@@ -31,8 +31,14 @@ def run_prune(args, method_args: dict) -> dict:
     from prunebench.evaluate import perplexity
     from prunebench.models import check_fits_context, load_model, parse_dtype, save_pruned
     from prunebench.provenance import run_provenance
+    from prunebench.store import check_writable
     from prunebench.walk import default_device, on_device
 
+    # Outputs that cannot be written fail now, not after the pruning.
+    if args.save:
+        check_writable(args.save, "--save", directory=True)
+    if args.json:
+        check_writable(args.json, "--json", directory=False)
     if registry.is_structured(args.method):
         from prunebench.structured_commands import run_structured_prune
 
@@ -292,6 +298,10 @@ def run_report(args) -> int:
 
     results_dir = Path(_given_results_dir(args))
     reference = None if args.reference.lower() == "none" else args.reference
+    if args.out is not None:
+        from prunebench.store import check_writable
+
+        check_writable(args.out, "--out", directory=True)  # before the bootstrap intervals, not after
     if args.out is None and results_dir.is_dir() and not os.access(results_dir, os.W_OK | os.X_OK):
         if args.format == "html":
             raise UsageError(f"{results_dir} is read-only; give --out DIR for the site.")

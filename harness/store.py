@@ -60,6 +60,26 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
+def check_writable(path: "str | Path", option: str, *, directory: bool) -> None:
+    """Refuse, before any work, an output path that cannot be written: a file where a directory is
+    wanted (or the other way round), a file on the way to it, or a place without write permission.
+    Outputs are written beside their target first and renamed, so its parent must be writable too."""
+    path = Path(path).expanduser().absolute()
+    kind = "directory" if directory else "file"
+    if path.exists():
+        if path.is_dir() != directory:
+            raise UsageError(f"{option} {path} is a {'file' if directory else 'directory'}; give a {kind} path.")
+        places = [path.parent, path] if directory else [path.parent]
+    else:
+        nearest = next(p for p in path.parents if p.exists())
+        if not nearest.is_dir():
+            raise UsageError(f"{option} {path} cannot be created: {nearest} is a file; give another {kind} path.")
+        places = [nearest]
+    for place in places:
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {path} cannot be written: {place} is not writable; give another {kind} path.")
+
+
 def is_record(value: Any) -> bool:
     """Whether a parsed record.json is a cell record (a mapping with a name and a status)."""
     return isinstance(value, dict) and isinstance(value.get("name"), str) and isinstance(value.get("status"), str)

@@ -390,11 +390,16 @@ def test_sigterm_is_one_line_exit_143_and_leaves_the_store_clean(tmp_path, capsy
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_grids_pass_validate_and_do_not_reuse_a_committed_suite(tmp_path, capsys):
+def test_readme_grids_pass_validate_and_do_not_reuse_a_committed_suite(tmp_path, capsys, install_plugin):
     import re
 
     import yaml
 
+    # The README's grids may name the README's example plugins: install them as their readers would.
+    for kind, module in (("plugin", "readme_example_plugin"), ("metric", "readme_example_metric")):
+        source = re.search(rf"<!-- example-{kind} -->\s*```python\n(.*?)```", README.read_text(), re.S).group(1)
+        name = re.search(r'^    name = "([^"]+)"', source, re.M).group(1)
+        install_plugin(source, module, name)
     blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)]
     grids = [block for block in blocks if "suite" in block]
     assert grids, "README lost its example grid"
@@ -436,3 +441,41 @@ def test_readme_commands_parse_and_name_known_methods_and_arguments():
             structured = registry.is_structured(args.method)
             method = registry.get_structured_method(args.method) if structured else registry.get_method(args.method)
             method.resolve_arguments(_method_args(args.arg))
+
+
+# -- outputs that cannot be written, and the note that nothing is kept --------------------------------
+
+@pytest.mark.parametrize("option,where,message", [
+    ("--json", "{file}/report.json", "--json {tmp}/a-file/report.json cannot be created: {tmp}/a-file is a file"),
+    ("--json", "{dir}", "--json {tmp}/a-dir is a directory; give a file path."),
+    ("--save", "{file}", "--save {tmp}/a-file is a file; give a directory path."),
+    ("--save", "{file}/model", "--save {tmp}/a-file/model cannot be created: {tmp}/a-file is a file"),
+    ("--save", "{readonly}/model", "--save {tmp}/read-only/model cannot be written: {tmp}/read-only is not writable"),
+])
+def test_prune_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, capsys, monkeypatch, option, where, message):
+    from test_bad_input import _read_only
+
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    (tmp_path / "read-only").mkdir()
+    _read_only(monkeypatch, tmp_path / "read-only")
+    target = where.format(file=tmp_path / "a-file", dir=tmp_path / "a-dir", readonly=tmp_path / "read-only")
+    # A model that does not exist: the output check must come first, before anything loads.
+    err = one_line_error(["prune", "--model", tmp_path / "no-model", option, target], capsys)
+    assert message.format(tmp=tmp_path) in err
+
+
+def test_report_out_that_cannot_be_written(tmp_path, capsys):
+    from synthetic_leaderboard import write_results
+
+    root = write_results(tmp_path / "results")
+    (tmp_path / "a-file").write_text("x")
+    err = one_line_error(["report", root, "--out", tmp_path / "a-file" / "tables"], capsys)
+    assert f"--out {tmp_path}/a-file/tables cannot be created: {tmp_path}/a-file is a file" in err
+
+
+def test_nothing_kept_note_comes_after_the_cheap_checks(capsys):
+    # A typo gets its error alone: the note is for a run that is about to do work.
+    assert main(["prune", "--model", "tiny-llama", "--method", "wandaa"]) == 2
+    captured = capsys.readouterr()
+    assert "Did you mean: wanda" in captured.err and "note:" not in captured.out
