@@ -479,3 +479,22 @@ def test_nothing_kept_note_comes_after_the_cheap_checks(capsys):
     assert main(["prune", "--model", "tiny-llama", "--method", "wandaa"]) == 2
     captured = capsys.readouterr()
     assert "Did you mean: wanda" in captured.err and "note:" not in captured.out
+
+
+def test_every_test_named_in_the_reliability_table_exists():
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "docs" / "reliability.md").read_text()
+    files = {"bad_input": "tests/test_bad_input.py", "runtime": "tests/test_bad_input_runtime.py"}
+    named = re.findall(r"`(?:(bad_input|runtime)|(tests/[\w/]+\.py))::(test_\w+)`", table)
+    assert len(named) > 40
+    defined: dict[str, set[str]] = {}
+    for short, path, test in named:
+        file = files[short] if short else path
+        if file not in defined:
+            tree = ast.parse((root / file).read_text())
+            defined[file] = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert test in defined[file], f"docs/reliability.md names {file}::{test}, which does not exist"
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Class")]
+    assert all("::test_" in row for row in rows), [row for row in rows if "::test_" not in row]
