@@ -119,7 +119,10 @@ class ResultsStore:
                 "use another --results-dir (or move the old one away) and rerun."
             )
         if is_store and self.writable():
-            self.sync_database()  # heal the leaderboard of a store that exists (browse relies on it)
+            try:
+                self.sync_database()  # heal the leaderboard of a store that exists (browse relies on it)
+            except WriteError as error:  # a full disk must not stop status or report from reading
+                print(f"prunebench: {error}", file=sys.stderr)
 
     def writable(self) -> bool:
         return os.access(self.root, os.W_OK | os.X_OK)
@@ -209,11 +212,13 @@ class ResultsStore:
             with self._database() as db:
                 self._upsert(db, _finite_or_none(record))
         except sqlite3.OperationalError as error:
-            if "full" not in str(error):  # "database or disk is full"; a lock timeout is not this
+            if not _disk_full(error):
                 raise
-            raise WriteError(f"Cannot update {self.root / DATABASE} ({error}); the record of {record['name']} is "
-                             "written and the leaderboard is rebuilt from it by the next command; free some "
-                             "disk space and rerun.") from error
+            raise self._leaderboard_full(error) from error
+
+    def _leaderboard_full(self, error: sqlite3.Error) -> WriteError:
+        return WriteError(f"Cannot update {self.root / DATABASE} ({error}); the records are written and the "
+                          "leaderboard is rebuilt from them by the next command; free some disk space and rerun.")
 
     def _record_write_failure(self, record: dict, error: WriteError) -> str:
         """Record a cell whose record could not be written as failed (a few hundred bytes may still fit);
@@ -294,7 +299,9 @@ class ResultsStore:
                     )
                     db.execute("SELECT name, hash, status, record FROM cells LIMIT 1").fetchall()
                 return
-            except sqlite3.DatabaseError:
+            except sqlite3.DatabaseError as error:
+                if _disk_full(error):  # not damage: deleting the database would not help
+                    raise self._leaderboard_full(error) from error
                 if attempt == 2:
                     raise
                 print(f"prunebench: {self.root / DATABASE} is damaged; rebuilding it from the records", file=sys.stderr)
@@ -316,17 +323,22 @@ class ResultsStore:
         """Make the leaderboard agree with the records (after a crash between the two writes, a deleted
         cell directory or a quarantined record)."""
         self._prepare()
-        with self._database() as db:
-            # Take the write lock before listing the records, so a row another runner upserts now
-            # belongs to a record this listing already sees.
-            db.execute("BEGIN IMMEDIATE")
-            records = self.records()
-            known = dict(db.execute("SELECT name, hash || ':' || status FROM cells"))
-            for record in records:
-                if known.get(record["name"]) != f"{record.get('hash')}:{record.get('status')}":
-                    self._upsert(db, record)
-            gone = set(known) - {record["name"] for record in records}
-            db.executemany("DELETE FROM cells WHERE name = ?", [(name,) for name in gone])
+        try:
+            with self._database() as db:
+                # Take the write lock before listing the records, so a row another runner upserts now
+                # belongs to a record this listing already sees.
+                db.execute("BEGIN IMMEDIATE")
+                records = self.records()
+                known = dict(db.execute("SELECT name, hash || ':' || status FROM cells"))
+                for record in records:
+                    if known.get(record["name"]) != f"{record.get('hash')}:{record.get('status')}":
+                        self._upsert(db, record)
+                gone = set(known) - {record["name"] for record in records}
+                db.executemany("DELETE FROM cells WHERE name = ?", [(name,) for name in gone])
+        except sqlite3.OperationalError as error:
+            if not _disk_full(error):
+                raise
+            raise self._leaderboard_full(error) from error
 
     def leaderboard(self) -> list[dict]:
         """Every row of the leaderboard (read-only, and without the database file, from the records)."""
@@ -336,6 +348,11 @@ class ResultsStore:
         self._prepare()
         with self._database() as db:
             return [json.loads(row[0]) for row in db.execute("SELECT record FROM cells ORDER BY name")]
+
+
+def _disk_full(error: Exception) -> bool:
+    """SQLite reports a full disk as its own error ("database or disk is full"), not as an OSError."""
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
 
 
 def _remove_orphans(directory: Path, pattern: str, min_age: float = 3600) -> None:

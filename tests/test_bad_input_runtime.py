@@ -498,3 +498,42 @@ def test_every_test_named_in_the_reliability_table_exists():
         assert test in defined[file], f"docs/reliability.md names {file}::{test}, which does not exist"
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Class")]
     assert all("::test_" in row for row in rows), [row for row in rows if "::test_" not in row]
+
+
+def test_disk_full_for_the_leaderboard_keeps_records_and_reading(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from prunebench.errors import WriteError
+
+    store = ResultsStore(tmp_path / "results")
+    store.write({"name": "cell0", "hash": "h", "status": "ok", "cell": {"method": "wanda"}})
+    real = sqlite3.connect
+
+    class FullDatabase:
+        """SQLite on a full disk: reads work, the first write fails as SQLite says it."""
+
+        def __init__(self, *args, **kwargs):
+            self.db = real(*args, **kwargs)
+
+        def execute(self, sql, *args):
+            if sql.split()[0].upper() in ("INSERT", "BEGIN", "CREATE", "DELETE"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+        def __enter__(self):
+            return self.db.__enter__()
+
+        def __exit__(self, *exc):
+            return self.db.__exit__(*exc)
+
+    monkeypatch.setattr(sqlite3, "connect", FullDatabase)
+    reopened = ResultsStore(store.root)  # status and report open the store: a note, not a failure
+    assert "database or disk is full" in capsys.readouterr().err
+    assert reopened.read("cell0")["status"] == "ok"
+    with pytest.raises(WriteError, match="the records are written and the leaderboard is rebuilt from them"):
+        reopened.write({"name": "cell1", "hash": "h", "status": "ok", "cell": {"method": "wanda"}})
+    assert reopened.read("cell1")["status"] == "ok"  # the record, the data, is kept
+    assert (store.root / "leaderboard.sqlite").exists()  # not mistaken for damage and deleted
