@@ -37,6 +37,7 @@ class Size(Metric):
               Value("sparse_to_dense", "sparse / dense", False, "", 1.0, 3),
               Value("nonzero_parameters", "non-zero params", False, "M", MB),
               Value("linears_2_4", "2:4 linears", True, "", 1.0, 0))
+    pareto_value = values[0]
 
     def compute(self, context: MetricContext, directory: str | None) -> dict:
         from prunebench.sparse_checkpoint import checkpoint_sizes
@@ -101,6 +102,7 @@ class Speed(Metric):
               Value("csr_decode_b8_speedup", "CSR decode b8 speedup", True, "x"),
               Value("semi_structured_prefill_speedup", "2:4 prefill speedup", True, "x"),
               Value("prefill_tokens_per_second", "prefill", True, "tok/s", 1.0, 0))
+    pareto_value = values[0]
 
     def check(self, settings: dict) -> list[str]:
         problems = [f"speed's {key} must be at least {low}." for key, low in

@@ -11,14 +11,12 @@ from pathlib import Path
 from prunebench.errors import UsageError
 from prunebench.html_markup import esc, header_html, inline, number_cell, page, table_html
 from prunebench.html_record import page_path, record_page, short_label
+from prunebench.metrics import registered_metrics
 from prunebench.report import HOW_TO_READ, REFERENCE, report_tables
 from prunebench.store import ResultsStore
 from prunebench.uncertainty import RESAMPLES
 
 ASSETS = ("report.css", "report.js")
-PLOT_KINDS = {"ppl-vs-length": "Perplexity against calibration length",
-              "ppl-vs-sparsity": "Perplexity against sparsity",
-              "time-vs-ppl": "Pruning time against perplexity"}
 
 
 def write_site(results_dir: "str | Path", out: "str | Path | None" = None, reference: str | None = REFERENCE, *,
@@ -83,10 +81,10 @@ def _index(records: list[dict], reference: str | None, resamples: int, plots: li
 def _summary(records: list[dict]) -> str:
     statuses = Counter(record.get("status", "unknown") for record in records)
     models = sorted({str(r.get("cell", {}).get("model")) for r in records})
-    evaluations = sorted({label for r in records for label in (r.get("perplexity") or {})})
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-    return (f"{len(records)} cells ({esc(counts)}); models: {esc(', '.join(models))}; "
-            f"perplexity evaluations: {esc(', '.join(evaluations) or 'none')}.")
+    phrases = [phrase for metric in registered_metrics() if (phrase := metric.summary(records))]
+    return f"{len(records)} cells ({esc(counts)}); models: {esc(', '.join(models))}" + "".join(
+        f"; {esc(phrase)}" for phrase in phrases) + "."
 
 
 def _filters(methods: set[str]) -> str:
@@ -106,9 +104,12 @@ def _guide() -> str:
 
 
 def _figures(plots: list[str]) -> str:
+    from prunebench.plots import plot_kinds
+
+    kinds = plot_kinds()
     figures = []
     for name in plots:
-        kind = PLOT_KINDS.get(name.split("_", 1)[0], "Figure")
+        kind = kinds.get(name.split("_", 1)[0], "Figure")
         figures.append(f'<figure><img src="plots/{esc(name)}" alt="{esc(kind)}">'
                        f'<figcaption>{esc(kind)} (<a href="plots/{esc(name)}">{esc(name)}</a>)</figcaption></figure>')
     return '<div class="figures">' + "\n".join(figures) + "</div>"
@@ -116,20 +117,18 @@ def _figures(plots: list[str]) -> str:
 
 def _runs(records: list[dict], methods: set[str]) -> str:
     """One row per record with a link to its page: the place to find any single run."""
-    labels = sorted({label for r in records for label in (r.get("perplexity") or {})})
-    headers = (["cell", "status", "model", "method", "sparsity", "L", "seed"] + [f"{label} ↓" for label in labels]
-               + ["mean acc % ↑", "pruning s ↓"])
+    columns = [column for metric in registered_metrics() for column in metric.run_columns(records)]
+    headers = ["cell", "status", "model", "method", "sparsity", "L", "seed"] + [h for h, _ in columns] + ["pruning s ↓"]
     head = "".join(header_html(h) for h in headers)
     rows = []
     for record in records:
         cell = record.get("cell", {})
-        accuracy = (record.get("tasks") or {}).get("mean_acc")
         seconds = (record.get("timings") or {}).get("total")
         fields = [_plain(record.get("status", "")), _plain(cell.get("model")), _plain(cell.get("method")),
                   _plain(cell.get("sparsity")), number_cell(cell.get("seqlen"), decimals=0),
                   number_cell(cell.get("seed"), decimals=0)]
-        fields += [_perplexity(record, label) for label in labels]
-        fields += [number_cell(None if accuracy is None else accuracy * 100), number_cell(seconds)]
+        fields += [_metric_cell(*read(record)) for _, read in columns]
+        fields.append(number_cell(seconds))
         method = cell.get("method", "")
         link = f'<a href="{esc(page_path(record))}" title="{esc(record["name"])}">{esc(short_label(record))}</a>'
         rows.append(f'<tr data-method="{esc(method)}"><th scope="row">{link}</th>{"".join(fields)}</tr>')
@@ -137,13 +136,10 @@ def _runs(records: list[dict], methods: set[str]) -> str:
             + "\n".join(rows) + "\n</tbody></table></div>\n")
 
 
-def _perplexity(record: dict, label: str) -> str:
-    result = (record.get("perplexity") or {}).get(label)
-    if result is None:
-        return "<td></td>"
-    if result.get("perplexity") is None:  # the store's null for a non-finite perplexity
+def _metric_cell(value: float | None, diverged: bool) -> str:
+    if diverged:
         return '<td data-value="Infinity">diverged</td>'
-    return number_cell(result["perplexity"])
+    return number_cell(value)
 
 
 def _plain(value: object) -> str:

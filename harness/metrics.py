@@ -76,9 +76,31 @@ class Metric:
 
     plot_prefix: str = ""  # file name prefix of this metric's plots
     log_scale: bool = False
+    # An efficiency metric's value that quality is plotted against, with the Pareto front marked.
+    pareto_value: Value | None = None
 
     def axis_label(self, label: str) -> str:
         return f"{label} {self.unit} ({'higher' if self.higher_is_better else 'lower'} is better)"
+
+    def summary(self, records: list[dict]) -> str | None:
+        """A phrase for the report's summary line (e.g. which evaluations were run); None: nothing to say."""
+        return None
+
+    def run_columns(self, records: list[dict]) -> list[tuple[str, Callable[[dict], tuple[float | None, bool]]]]:
+        """Columns of the one-row-per-cell table: (header, record -> (shown value or None, diverged)).
+        The default shows the metric's first declared value (or first numeric key) where records hold it."""
+        results = [r for r in (self.result_of(record) for record in records) if r]
+        shown = value_specs(self, results)[:1]
+        if not shown:
+            return []
+        value = shown[0]
+
+        def read(record: dict) -> tuple[float | None, bool]:
+            entry = value_of((self.result_of(record) or {}).get(value.key))
+            return (None if entry is None else entry[0] * value.scale), False
+
+        unit = f" {value.unit}" if value.unit else ""
+        return [(f"{value.label}{unit} {'↑' if value.higher_is_better else '↓'}", read)]
 
     def arrow(self) -> str:
         return "↑" if self.higher_is_better else "↓"

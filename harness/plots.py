@@ -1,5 +1,6 @@
-"""Figures from benchmark records, each point with its error bar: perplexity against calibration
-length and against sparsity, and pruning time against perplexity (PNG and SVG, byte-stable)."""
+"""Figures from benchmark records, each point with its error bar: every plotted metric (perplexity)
+against calibration length and against sparsity, pruning time against it, and it against each
+efficiency metric's value (size, speed) with the Pareto front marked (PNG and SVG, byte-stable)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -115,7 +116,106 @@ def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPL
     with plt.rc_context(STABLE_RC):
         for metric, cells in plotted:
             written += _metric_plots(plt, metric, cells, times, style, out)
+            for efficiency in registered_metrics():
+                if efficiency.pareto_value is not None:
+                    written += _pareto_plots(plt, metric, cells, efficiency, records, style, out)
     return written
+
+
+def plot_kinds() -> dict[str, str]:
+    """What each figure shows, by the start of its file name (before the first "_")."""
+    from prunebench.metrics import registered_metrics
+
+    kinds = {}
+    metrics = registered_metrics()
+    for metric in (m for m in metrics if m.plot_prefix):
+        name = metric.unit.capitalize()
+        kinds[f"{metric.plot_prefix}-vs-length"] = f"{name} against calibration length"
+        kinds[f"{metric.plot_prefix}-vs-sparsity"] = f"{name} against sparsity"
+        kinds[f"time-vs-{metric.plot_prefix}"] = f"Pruning time against {metric.unit}"
+        for efficiency in (m for m in metrics if m.pareto_value is not None):
+            kinds[f"{metric.plot_prefix}-vs-{safe_name(efficiency.name)}"] = (
+                f"{name} against {efficiency.pareto_value.label} (Pareto front marked)")
+    return kinds
+
+
+def pareto_front(points: list[tuple[float, float]], x_higher_better: bool, y_higher_better: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (as good on both, better on one), by x."""
+    def key(point):
+        return (point[0] if x_higher_better else -point[0], point[1] if y_higher_better else -point[1])
+
+    keyed = [key(p) for p in points]
+    front = [i for i, (x, y) in enumerate(keyed)
+             if not any(ox >= x and oy >= y and (ox, oy) != (x, y) for ox, oy in keyed)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _efficiency_values(records: list[dict], metric, value) -> dict:
+    """{(model, method, sparsity, seqlen): mean over seeds of the metric's value}, finished cells only."""
+    from prunebench.metrics import value_of
+
+    found = defaultdict(list)
+    for record in records:
+        result = metric.result_of(record) if record.get("status") in ("ok", "diverged") else None
+        entry = value_of((result or {}).get(value.key))
+        if entry is not None:
+            cell = record["cell"]
+            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry[0])
+    return {k: sum(v) / len(v) * value.scale for k, v in found.items()}
+
+
+def _pareto_plots(plt, metric, cells: dict, efficiency, records: list[dict], style: dict, out: Path) -> list[Path]:
+    """The quality metric against one efficiency value per model and evaluation, Pareto front marked."""
+    values = _efficiency_values(records, efficiency, efficiency.pareto_value)
+    written: list[Path] = []
+    prefix = metric.plot_prefix or metric.name
+    for (model, label), by_method in sorted(cells.items()):
+        points = [(method, sparsity, seqlen, values[(model, method, sparsity, seqlen)], cell)
+                  for method, by_column in sorted(by_method.items()) if method != "dense"
+                  for (sparsity, seqlen), cell in sorted(by_column.items(), key=lambda item: (_sparsity_key(item[0][0]),
+                                                                                             item[0][1]))
+                  if cell.finite and (model, method, sparsity, seqlen) in values]
+        if not points:
+            continue
+        dense = by_method.get("dense", {}).get((None, None))
+        figure = _against_efficiency(plt, metric, model, label, points, dense, values.get((model, "dense", None, None)),
+                                     efficiency, style)
+        written += _save(plt, figure, out, f"{prefix}-vs-{safe_name(efficiency.name)}_{safe_name(model)}_{safe_name(label)}")
+    return written
+
+
+def _against_efficiency(plt, metric, model, label, points, dense, dense_x, efficiency, style):
+    """Colour is the method, marker shape the sparsity; the Pareto front is a dashed line through ringed points."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    value = efficiency.pareto_value
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    order = sorted({p[1] for p in points}, key=_sparsity_key)
+    shapes = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(order)}
+    for method, sparsity, _, x, cell in points:
+        axes.errorbar([x], [cell.value], yerr=[[e] for e in _error(cell)], marker=shapes[sparsity],
+                      color=style[method]["color"], linestyle="none", capsize=2, markersize=6, zorder=3)
+    front = pareto_front([(p[3], p[4].value) for p in points], value.higher_is_better, metric.higher_is_better)
+    axes.plot([points[i][3] for i in front], [points[i][4].value for i in front], color="black", linestyle="--",
+              linewidth=1, marker="o", markersize=11, markerfacecolor="none", zorder=4)
+    _dense_line(axes, dense)
+    if dense is not None and dense.finite and dense_x is not None:
+        axes.plot([dense_x], [dense.value], marker="*", color="grey", markersize=10, linestyle="none", zorder=3)
+    unit = f"{value.unit}, " if value.unit else ""
+    axes.set_xlabel(f"{value.label} ({unit}{'higher' if value.higher_is_better else 'lower'} is better)")
+    _metric_axis(axes, label, metric)
+    axes.set_title(f"{model}: {metric.name} against {efficiency.name}")
+    handles = [Patch(color=style[m]["color"], label=m) for m in sorted({p[0] for p in points})]
+    handles += [Line2D([], [], color="black", marker=shapes[s], linestyle="none", label=f"sparsity {_sparsity_label(s)}")
+                for s in order]
+    handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
+                          label="Pareto front"))
+    if dense is not None and dense.finite:
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="dense"))
+    _legend_outside(axes, handles)
+    _caption(figure, [p[4] for p in points])
+    return figure
 
 
 def _metric_plots(plt, metric, cells: dict, times: dict, style: dict, out: Path) -> list[Path]:

@@ -56,6 +56,24 @@ class Perplexity(Metric):
 
         return perplexity_report_tables(records, reference, resamples)
 
+    def summary(self, records: list[dict]) -> str:
+        return f"perplexity evaluations: {', '.join(self._labels(records)) or 'none'}"
+
+    def run_columns(self, records: list[dict]) -> list:
+        def reader(label):
+            def read(record: dict) -> tuple[float | None, bool]:
+                result = (record.get("perplexity") or {}).get(label)
+                if result is None:
+                    return None, False
+                return result.get("perplexity"), result.get("perplexity") is None  # null: non-finite in the store
+            return read
+
+        return [(f"{label} ↓", reader(label)) for label in self._labels(records)]
+
+    @staticmethod
+    def _labels(records: list[dict]) -> list[str]:
+        return sorted({label for r in records for label in (r.get("perplexity") or {})})
+
     def plot_cells(self, records: list[dict], resamples: int) -> dict:
         from prunebench.quality_tables import perplexity_cells
 
@@ -80,6 +98,13 @@ class ZeroShot(Metric):
             return {}
         spec = TaskSpec(tuple(names), num_fewshot, limit, batch_size, path, text_path)
         return evaluate_tasks(context.model, context.tokenizer, spec, context.device, context.data_dir)
+
+    def run_columns(self, records: list[dict]) -> list:
+        def read(record: dict) -> tuple[float | None, bool]:
+            accuracy = (record.get("tasks") or {}).get("mean_acc")
+            return (None if accuracy is None else accuracy * 100), False
+
+        return [("mean acc % ↑", read)]  # always shown, as the per-cell table always had it
 
     def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
         from prunebench.quality_tables import task_report_tables

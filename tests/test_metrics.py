@@ -197,3 +197,46 @@ def test_list_shows_metrics_with_their_arrows(capsys):
     assert all("↓" in rows[m] for m in ("perplexity", "size", "memory"))
     assert all("↑" in rows[m] for m in ("zero-shot", "speed"))
     assert "dataset=(required)" in rows["perplexity"]
+
+
+def test_pareto_front_known_answer():
+    from prunebench.plots import pareto_front
+
+    # (size, perplexity), both lower is better: (1, 9) and (2, 5) and (4, 4) are the front; (3, 6) is beaten
+    # by (2, 5), (5, 4) by (4, 4) (equal perplexity, smaller).
+    points = [(3, 6), (1, 9), (4, 4), (2, 5), (5, 4)]
+    assert pareto_front(points, x_higher_better=False, y_higher_better=False) == [1, 3, 2]
+    # (speedup, perplexity): higher speedup is better: (5, 4) beats every other point.
+    assert pareto_front(points, x_higher_better=True, y_higher_better=False) == [4]
+
+
+def test_efficiency_columns_and_pareto_plots_from_records(tmp_path):
+    import synthetic_leaderboard
+
+    from prunebench.html_report import write_site
+    from prunebench.report import write_report
+
+    made = synthetic_leaderboard.records()
+    for index, record in enumerate(made):
+        if record["status"] != "ok":
+            continue
+        pruned = record["cell"]["method"] != "dense"
+        record["metrics"] = {"size": {"sparse_bytes": 6e6 if pruned else 14e6, "dense_bytes": 13e6,
+                                      "sparse_to_dense": 6 / 13 if pruned else 14 / 13,
+                                      "nonzero_parameters": 1.6e6 if pruned else 3.2e6, "linears_2_4": 0}}
+        if pruned:
+            record["metrics"]["speed"] = {"prefill_speedup": {"value": 1.0 + index / 100, "low": 0.9, "high": 1.3}}
+    store = ResultsStore(tmp_path / "results")
+    for record in made:
+        store.write(record)
+    text = write_report(tmp_path / "results")
+    assert "llama-2-7b, size (lower is better)" in text and "| sparse checkpoint MB ↓" in text
+    assert "llama-2-7b, speed (higher is better)" in text and "prefill speedup x ↑" in text
+    report = tmp_path / "results" / "report"
+    assert (report / f"ppl-vs-size_llama-2-7b_{synthetic_leaderboard.LABEL}.svg").exists()
+    assert (report / f"ppl-vs-speed_llama-2-7b_{synthetic_leaderboard.LABEL}.png").exists()
+    index = write_site(tmp_path / "results", tmp_path / "site").read_text()
+    assert "Perplexity against sparse checkpoint (Pareto front marked)" in index
+    # The one-row-per-cell table has each efficiency metric's headline column, with its direction.
+    assert 'data-better="lower" title="lower is better" aria-sort="none"><button type="button">sparse checkpoint MB' in index
+    assert 'data-better="higher" title="higher is better" aria-sort="none"><button type="button">prefill speedup x' in index
