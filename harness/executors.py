@@ -90,45 +90,66 @@ def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters:
     task = ray.remote(run_cell_task)
     environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
     summary = RunSummary()
-    pending: dict = {}  # ObjectRef -> (cell, header, the ExitStack that holds its lock)
+    # --force reruns the records there when this run began, not one another runner writes meanwhile.
+    stamps = {cell.name: store.record_stamp(cell.name) for cell in cells}
+    deferred: list[Cell] = []  # held by another process: tried once more at the end, in case it died
+    pending: dict = {}  # ObjectRef -> (header, the ExitStack that holds the cell's lock)
+    bar = tqdm(total=len(cells), desc="cells", disable=not progress)
+
+    def submit(cell: Cell, last_try: bool) -> None:
+        resources = config.cell_resources(cell.model)
+        provenance = expected_provenance(cell, config, resources)
+        cell_hash = content_hash(cell, config, provenance)
+        lock = ExitStack()
+        # The driver holds every submitted cell's lock until its record is written, as `run_grid` does.
+        if not lock.enter_context(store.claim(cell.name)):
+            lock.close()
+            if last_try:
+                summary.busy.append(cell.name)
+                bar.update()
+            else:
+                deferred.append(cell)
+            return
+        if store.is_done(cell.name, cell_hash, force=force, stamp_at_start=stamps[cell.name]):
+            lock.close()
+            summary.skipped.append(cell.name)
+            bar.update()
+            return
+        options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
+        if resources.memory_gb:
+            options["memory"] = int(resources.memory_gb * 2**30)
+        if environment:
+            options["runtime_env"] = {"env_vars": environment}
+        reference = task.options(**options).remote(cell, config, resources.cpus)
+        pending[reference] = (record_header(cell, config, cell_hash, provenance), lock)
+
+    def drain() -> bool:
+        """Persist records as their tasks finish; True when -x stops the run."""
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            header, lock = pending.pop(done[0])
+            try:
+                record = _record(ray, done[0], header)
+                finish_cell(store, summary, record, echo)
+            finally:
+                lock.close()
+            bar.update()
+            if fail_fast and record["status"] == "failed":
+                return True
+        return False
+
     try:
         for cell in cells:
-            resources = config.cell_resources(cell.model)
-            provenance = expected_provenance(cell, config, resources)
-            cell_hash = content_hash(cell, config, provenance)
-            lock = ExitStack()
-            # The driver holds every running cell's lock, so a second `run` on the same results skips them.
-            if not lock.enter_context(store.claim(cell.name)):
-                lock.close()
-                summary.busy.append(cell.name)
-                continue
-            if not force and store.is_finished(cell.name, cell_hash):
-                lock.close()
-                summary.skipped.append(cell.name)
-                continue
-            options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
-            if resources.memory_gb:
-                options["memory"] = int(resources.memory_gb * 2**30)
-            if environment:
-                options["runtime_env"] = {"env_vars": environment}
-            reference = task.options(**options).remote(cell, config, resources.cpus)
-            pending[reference] = (cell, record_header(cell, config, cell_hash, provenance), lock)
-        with tqdm(total=len(pending), desc="cells", disable=not progress) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                cell, header, lock = pending.pop(done[0])
-                try:
-                    record = _record(ray, done[0], header)
-                    finish_cell(store, summary, record, echo)
-                finally:
-                    lock.close()
-                bar.update()
-                if fail_fast and record["status"] == "failed":
-                    break
+            submit(cell, last_try=False)
+        if not drain():
+            for cell in list(deferred):
+                submit(cell, last_try=True)
+            drain()
     finally:
-        for reference, (_, _, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
+        for reference, (_, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
             ray.cancel(reference, force=True)
             lock.close()
+        bar.close()
     return summary
 
 
