@@ -21,8 +21,10 @@ def parameter_count(model: nn.Module) -> int:
 @torch.no_grad()
 def prefill_seconds(model: nn.Module, tokens: torch.Tensor) -> float:
     """One forward over `tokens` (batch x length) without a cache: the evaluation forward."""
+    _synchronize(tokens)
     start = time.perf_counter()
     model(input_ids=tokens, use_cache=False)
+    _synchronize(tokens)
     return time.perf_counter() - start
 
 
@@ -31,11 +33,19 @@ def decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> f
     """Greedy decoding of `new_tokens` after `prompt` with the KV cache; only the decode steps are timed."""
     output = model(input_ids=prompt, use_cache=True)
     token = output.logits[:, -1:].argmax(-1)
+    _synchronize(prompt)
     start = time.perf_counter()
     for _ in range(new_tokens):
         output = model(input_ids=token, use_cache=True, **_cache_of(output))
         token = output.logits[:, -1:].argmax(-1)
+    _synchronize(prompt)
     return time.perf_counter() - start
+
+
+def _synchronize(tokens: torch.Tensor) -> None:
+    """CUDA runs asynchronously: wait for queued kernels so the clock measures them."""
+    if tokens.device.type == "cuda":
+        torch.cuda.synchronize(tokens.device)
 
 
 def _cache_of(output) -> dict:
@@ -152,7 +162,10 @@ def sparse_copy(model: nn.Module, path: str) -> tuple[nn.Module, list[str]]:
             elif path == "semi-structured" and is_two_four(linear.weight):
                 from torch.sparse import to_sparse_semi_structured
 
-                linear.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.detach()), requires_grad=False)
+                try:
+                    linear.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.detach()), requires_grad=False)
+                except (RuntimeError, ValueError) as error:  # shape or dtype the kernels do not take
+                    left_dense.append(f"layer {index} {name}: {str(error).splitlines()[0][:120]}")
             else:
                 left_dense.append(f"layer {index} {name}")
     return twin, left_dense

@@ -122,16 +122,17 @@ class Speed(Metric):
         home, home_dtype = next(context.model.parameters()).device, context.model.dtype
         models = {"dense": context.dense_model(), "pruned": context.model}
         left_dense = {}
-        if csr and device.type == "cpu":
-            models["csr"], left_dense["csr"] = sparse_copy(context.model, "csr")
-        if semi_structured and device.type == "cuda" and context.sparsity == "2:4":
-            half = context.model.dtype if context.model.dtype in (torch.float16, torch.bfloat16) else torch.float16
-            for name in ("dense", "pruned"):
-                models[name] = models[name].to(device, half)
-            models["semi_structured"], left_dense["semi_structured"] = sparse_copy(models["pruned"], "semi-structured")
-        for model in models.values():
-            model.to(device)
         try:
+            if csr and device.type == "cpu":
+                models["csr"], left_dense["csr"] = sparse_copy(context.model, "csr")
+            if semi_structured and device.type == "cuda" and context.sparsity == "2:4":
+                half = home_dtype if home_dtype in (torch.float16, torch.bfloat16) else torch.float16
+                for name in ("dense", "pruned"):
+                    models[name] = models[name].to(device, half)
+                models["semi_structured"], left_dense["semi_structured"] = sparse_copy(models["pruned"],
+                                                                                       "semi-structured")
+            for model in models.values():
+                model.to(device)
             tokens = _tokens(context, max(seqlen or context.eval_seqlen, prompt_length)).to(device)
             measured = measure_speed(models, tokens[0], repeats=repeats, warmup=warmup, decode_tokens=decode_tokens,
                                      decode_batches=tuple(decode_batches), prompt_length=prompt_length)

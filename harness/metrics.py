@@ -82,6 +82,10 @@ class Metric:
     def axis_label(self, label: str) -> str:
         return f"{label} {self.unit} ({'higher' if self.higher_is_better else 'lower'} is better)"
 
+    def headline(self, result: dict) -> list[str]:
+        """Short texts for the line `prunebench run` prints when a cell finishes (e.g. "wikitext2-512 ppl 35.8")."""
+        return []
+
     def summary(self, records: list[dict]) -> str | None:
         """A phrase for the report's summary line (e.g. which evaluations were run); None: nothing to say."""
         return None
@@ -280,10 +284,16 @@ def _mark(cells: list, higher_is_better: bool, best_mark: str, tied_mark: str) -
         c.mark = tied_mark
 
 
+def headline(record: dict) -> list[str]:
+    """Every metric's short texts for a finished cell's line."""
+    return [text for metric in registered_metrics() if metric.result_of(record)
+            for text in metric.headline(metric.result_of(record))]
+
+
 def registered_metrics() -> list[Metric]:
     """Every registered metric, built-ins first."""
     return [entry.item for entry in registry.registered("register_metrics").values()]
 
 
-__all__ = ["DENSE", "PRUNED", "REQUIRED", "Metric", "MetricContext", "MetricSpec", "Value", "check_settings",
+__all__ = ["DENSE", "PRUNED", "REQUIRED", "Metric", "MetricContext", "MetricSpec", "Value", "check_settings", "headline",
            "registered_metrics", "run_metrics"]

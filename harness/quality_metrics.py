@@ -31,6 +31,10 @@ class Perplexity(Metric):
         if settings["max_windows"] is not None and (not isinstance(settings["max_windows"], int)
                                                     or settings["max_windows"] < 1):
             problems.append(f"perplexity's max_windows is a positive integer, not {settings['max_windows']!r}.")
+        if not problems:  # the dataset exists and, when local, is readable text (as the shorthand is checked)
+            from prunebench.config import _check_dataset
+
+            _check_dataset(_Messages(problems), settings["dataset"], ())
         return problems
 
     def compute(self, context: MetricContext, dataset: str, seqlen: int, max_windows: int | None) -> dict:
@@ -47,6 +51,9 @@ class Perplexity(Metric):
         with on_device(context.model, context.device):
             result = perplexity(context.model, tokens, seqlen, cap, device=context.device, progress=context.progress)
         return {PerplexitySpec(dataset, seqlen, max_windows).label: dict(result.to_dict(), dataset=dataset)}
+
+    def headline(self, result: dict) -> list[str]:
+        return [f"{label} ppl {p['perplexity']:.3f}" for label, p in result.items()]
 
     def diverged(self, result: dict) -> bool:
         return not all(math.isfinite(p["perplexity"]) for p in result.values())
@@ -90,6 +97,20 @@ class ZeroShot(Metric):
     settings = {"names": [], "num_fewshot": 0, "limit": None, "batch_size": 1, "path": None, "text_path": None}
     record_key = "tasks"
 
+    def check(self, settings: dict) -> list[str]:
+        problems = []
+        if not all(isinstance(name, str) for name in settings["names"]):
+            problems.append(f"zero-shot's names is a list of lm-eval task names, not {settings['names']!r}.")
+        for key, low in (("num_fewshot", 0), ("limit", 1), ("batch_size", 1)):
+            if settings[key] is not None and (not isinstance(settings[key], int) or settings[key] < low):
+                problems.append(f"zero-shot's {key} is an integer of at least {low}, not {settings[key]!r}.")
+        if not problems and settings["names"]:  # names against lm-eval's index, as the tasks shorthand is
+            from prunebench.config import TaskSpec, _check_tasks
+
+            _check_tasks(_Messages(problems), TaskSpec(tuple(settings["names"]), path=settings["path"],
+                                                        text_path=settings["text_path"]))
+        return problems
+
     def compute(self, context: MetricContext, names, num_fewshot, limit, batch_size, path, text_path) -> dict:
         from prunebench.config import TaskSpec
         from prunebench.zeroshot import evaluate_tasks
@@ -110,6 +131,16 @@ class ZeroShot(Metric):
         from prunebench.quality_tables import task_report_tables
 
         return task_report_tables(records, reference, resamples)
+
+
+class _Messages:
+    """Collects the config checkers' messages (they report through `add(where, message)`) into a list."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = messages
+
+    def add(self, where: tuple, message: str) -> None:
+        self.messages.append(message)
 
 
 @hookimpl

@@ -258,7 +258,9 @@ def _cell_fields(cell: Cell, config: BenchmarkConfig) -> dict:
 def _headline(record: dict) -> str:
     if record["status"] == "failed":
         return record["error"]
-    parts = [f"{label} ppl {p['perplexity']:.3f}" for label, p in record.get("perplexity", {}).items()]
+    from prunebench.metrics import headline
+
+    parts = headline(record)
     if "timings" in record:
         parts.append(f"prune {record['timings']['total']:.1f}s")
     return ", ".join(parts)

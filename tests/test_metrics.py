@@ -240,3 +240,22 @@ def test_efficiency_columns_and_pareto_plots_from_records(tmp_path):
     # The one-row-per-cell table has each efficiency metric's headline column, with its direction.
     assert 'data-better="lower" title="lower is better" aria-sort="none"><button type="button">sparse checkpoint MB' in index
     assert 'data-better="higher" title="higher is better" aria-sort="none"><button type="button">prefill speedup x' in index
+
+
+def test_validate_with_metrics_loads_no_torch_and_checks_each_metric(tmp_path):
+    import subprocess
+    import sys
+
+    # What validate does with evaluation.metrics (the registry, each metric's settings), in a fresh process.
+    code = ("import sys\nfrom prunebench.config import _metrics\nfrom prunebench.metrics import check_settings\n"
+            "class E:\n    def add(self, where, message):\n        print('PROBLEM', message)\n"
+            "specs = _metrics(E(), ['size', 'memory', {'name': 'speed', 'repeats': 2}])\n"
+            "print('SPECS', [s.name for s in specs])\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'lm_eval') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout
+    assert "SPECS ['size', 'memory', 'speed']" in out and "PROBLEM" not in out and "HEAVY []" in out, out
+    # Settings are checked as the shorthand is: an unknown dataset and an unknown lm-eval task are named.
+    with pytest.raises(UsageError, match="wikitxt2"):
+        load_config(grid(tmp_path, ["wanda"], "[{name: perplexity, dataset: wikitxt2}]"))
+    with pytest.raises(UsageError, match="unknown lm-eval task 'prunebench_lastword_wikitxt2'"):
+        load_config(grid(tmp_path, ["wanda"], "[{name: zero-shot, names: [prunebench_lastword_wikitxt2]}]"))
