@@ -39,6 +39,14 @@ def run_prune(args, method_args: dict) -> dict:
         check_writable(args.save, "--save", directory=True)
     if args.json:
         check_writable(args.json, "--json", directory=False)
+    # Lengths beyond the model's context, from its config.json where that is cheap (aliases, local
+    # directories): before any loading, and for structured methods too, which load their own model.
+    from prunebench.config import model_facts
+    from prunebench.models import check_lengths_fit
+
+    lengths = {"--seqlen": args.seqlen, **({"--eval-seqlen": args.eval_seqlen} if args.eval_dataset else {})}
+    context = (model_facts(args.model) or {}).get("context")
+    check_lengths_fit(context if isinstance(context, int) else None, args.model, lengths)
     if registry.is_structured(args.method):
         from prunebench.structured_commands import run_structured_prune
 
@@ -62,8 +70,7 @@ def run_prune(args, method_args: dict) -> dict:
 
     model, tokenizer = load_model(args.model, dtype)
     check_n_m_fits(model, target)
-    check_fits_context(model, args.model, {"--seqlen": args.seqlen, **({"--eval-seqlen": args.eval_seqlen}
-                                                                       if args.eval_dataset else {})})
+    check_fits_context(model, args.model, lengths)  # a hub id or GGUF file: known only once loaded
     calibration = calibration_windows(tokenizer, args.calib_dataset, args.nsamples, args.seqlen, args.seed, args.data_dir)
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
     eval_device = device or default_device()

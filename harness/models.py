@@ -256,7 +256,11 @@ def context_length(model) -> int | None:
 def check_fits_context(model, name: str, lengths: dict[str, int]) -> None:
     """Refuse window lengths beyond the model's context: past it OPT's position table raises an
     IndexError and LLaMA's rotary positions run on silently into lengths it never saw."""
-    context = context_length(model)
+    check_lengths_fit(context_length(model), name, lengths)
+
+
+def check_lengths_fit(context: int | None, name: str, lengths: dict[str, int]) -> None:
+    """`check_fits_context` for a context length already known (e.g. read from config.json)."""
     for what, length in lengths.items():
         if context is not None and length > context:
             raise UsageError(f"{what} {length} is longer than model '{name}''s context ({context} tokens); "

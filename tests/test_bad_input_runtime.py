@@ -149,6 +149,21 @@ def test_prune_refuses_lengths_beyond_the_context(capsys, argv, message):
     assert message in err
 
 
+def test_prune_refuses_lengths_beyond_the_context_of_a_model_read_only_once_loaded(capsys, monkeypatch):
+    from prunebench import config as config_module
+
+    # A hub id or a GGUF file: no config.json to read before loading, so the loaded model says.
+    monkeypatch.setattr(config_module, "model_facts", lambda source: None)
+    err = error_after_work(["prune", "--model", "tiny-opt", "--nsamples", "1", "--seqlen", "1025"], capsys)
+    assert "--seqlen 1025 is longer than model 'tiny-opt''s context (1024 tokens)" in err
+
+
+def test_structured_prune_refuses_lengths_beyond_the_context(capsys):
+    err = one_line_error(["prune", "--model", "tiny-llama", "--method", "magnitude-sp", "--sparsity", "0.25",
+                          "--nsamples", "1", "--seqlen", "2048"], capsys)
+    assert "--seqlen 2048 is longer than model 'tiny-llama''s context (1024 tokens)" in err
+
+
 def test_run_refuses_lengths_beyond_the_context_of_a_model_validate_cannot_read(tmp_path, capsys, monkeypatch):
     from prunebench import config as config_module
 
