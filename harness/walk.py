@@ -103,13 +103,15 @@ def dispatched(model: nn.Module, device_map: dict, main_device: "torch.device | 
     originals = [(owner, table, name, tensor, tensor.data) for owner in model.modules()
                  for table in ("_parameters", "_buffers") for name, tensor in getattr(owner, table).items()
                  if tensor is not None]
-    dispatch_model(model, device_map=device_map, main_device=str(main_device), offload_dir=offload_dir)
+    # force_hooks: a map with the CPU alone (nothing fits on the GPU) still runs there, block by block.
+    dispatch_model(model, device_map=device_map, main_device=str(main_device), offload_dir=offload_dir,
+                   force_hooks=True)
     try:
         yield model
     finally:
         remove_hook_from_module(model, recurse=True)
         for owner, table, name, tensor, data in originals:
-            tensor.data = data  # a single-device map moves the model in place instead
+            tensor.data = data
             getattr(owner, table)[name] = tensor
         if "hf_device_map" in vars(model):
             del model.hf_device_map
