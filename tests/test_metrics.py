@@ -179,6 +179,8 @@ def test_speed_memory_and_size_metrics_on_a_tiny_model(tiny_llama, tiny_calibrat
     for key in ("prefill_speedup", "decode_b1_speedup", "decode_b8_speedup", "csr_prefill_speedup"):
         assert speed[key]["low"] <= speed[key]["value"] <= speed[key]["high"]
     assert speed["measurement"]["prefill_length"] == 32 and set(speed["measurement"]["models"]) == {"dense", "pruned", "csr"}
+    assert set(speed["fastest_path"]) == {"prefill", "decode_b1", "decode_b8"}
+    assert all(speed["fastest_path"][case] in ("pruned", "csr") for case in speed["fastest_path"])
     memory = registry.get_metric("memory").compute(context, seqlen=0, csr=True)
     # Same shapes, dense format: the same peak; CSR holds values and indices of half the weights.
     assert memory["peak_bytes"] == memory["dense_peak_bytes"] > 0 and memory["seqlen"] == 32
