@@ -46,7 +46,8 @@ class Size(Metric):
         if directory:
             from pathlib import Path
 
-            where = Path(directory) / f"{context.method or DENSE}-{(context.sparsity or 'dense').replace(':', '-')}"
+            where = Path(directory) / (context.cell or f"{context.method or DENSE}-{context.sparsity or DENSE}"
+                                       ).replace(":", "-")
         return checkpoint_sizes(context.model, context.sparsity, where)
 
 

@@ -47,6 +47,10 @@ class Metric:
     values: tuple[Value, ...] = ()  # labels for known value keys; others are shown under their key
     record_key: str | None = None  # None: record["metrics"][name]
     version: str = "1"
+    plot_prefix: str = ""  # file name prefix of this metric's plots (those of metrics with `plot_cells`)
+    log_scale: bool = False
+    # An efficiency metric's value that quality is plotted against, with the Pareto front marked.
+    pareto_value: Value | None = None
 
     def check(self, settings: dict) -> list[str]:
         """Problems with settings whose names and types are already right (e.g. a dataset that does not exist)."""
@@ -73,11 +77,6 @@ class Metric:
         """{(model, label): {method: {(sparsity, L): Cell}}} for the plots against length, sparsity and
         pruning time (the dense baseline as method "dense" at (None, None)); None: not plotted."""
         return None
-
-    plot_prefix: str = ""  # file name prefix of this metric's plots
-    log_scale: bool = False
-    # An efficiency metric's value that quality is plotted against, with the Pareto front marked.
-    pareto_value: Value | None = None
 
     def axis_label(self, label: str) -> str:
         return f"{label} {self.unit} ({'higher' if self.higher_is_better else 'lower'} is better)"
@@ -122,12 +121,12 @@ class MetricContext:
     cell_kind: str = PRUNED
     sparsity: str | None = None  # e.g. "0.5" or "2:4"; None for the dense cell
     method: str | None = None
+    cell: str | None = None  # the cell's name (its results directory), where a metric keeps files
     eval_seqlen: int = 512  # the evaluation window length (the grid's first perplexity seqlen)
     # dataset -> token ids of its evaluation text, cached by the runner across cells
     evaluation_tokens: Callable[[str], Any] | None = None
     # a copy of the model with its dense weights, for metrics that compare with the dense model
     dense_model: Callable[[], Any] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,6 +182,8 @@ def run_metrics(specs: list[MetricSpec], context: MetricContext) -> tuple[dict, 
         metric = registry.get_metric(spec.name)
         if context.cell_kind not in metric.applies_to:
             continue
+        if metric.needs_tokenizer and context.tokenizer is None:
+            raise UsageError(f"metric {metric.name} needs the model's tokenizer, and this model came without one.")
         result = metric.compute(context, **spec.settings)
         if metric.record_key is not None:
             fields.setdefault(metric.record_key, {}).update(result)

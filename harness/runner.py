@@ -117,7 +117,8 @@ def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 
     context = MetricContext(model=session.model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
                             progress=progress, cell_kind=DENSE if cell.method is None else PRUNED,
-                            sparsity=cell.sparsity, method=cell.method_label, eval_seqlen=config.eval_seqlen,
+                            sparsity=cell.sparsity, method=cell.method_label, cell=cell.name,
+                            eval_seqlen=config.eval_seqlen,
                             evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
                             dense_model=session.dense_copy)
     return run_metrics(config.metric_specs(), context)

@@ -44,10 +44,12 @@ def readme_example_metric() -> str:
 def test_readme_example_metric_from_its_entry_point_adds_a_column(install_plugin, tmp_path):
     install_plugin(readme_example_metric(), "zero_share_example", "zero-share")
     assert "zero-share" in registry.registered("register_metrics")
-    config = load_config(grid(tmp_path, ["magnitude"], "[zero-share]"))
+    config = load_config(grid(tmp_path, ["magnitude"], f"[zero-share, {{name: size, directory: {tmp_path / 'ckpt'}}}]"))
     summary = run_grid(config, tmp_path / "results", progress=False, echo=lambda line: None)
     assert not summary.failed
     records = {r["cell"]["method"]: r for r in ResultsStore(tmp_path / "results").records()}
+    # The size metric kept each cell's checkpoints under the cell's name.
+    assert all((tmp_path / "ckpt" / r["name"] / "model-sparse.safetensors").exists() for r in records.values())
     # Known answer: magnitude at 50% per row zeroes exactly half of each (even-width) row; the random dense model none.
     assert records["magnitude"]["metrics"]["zero-share"]["zero_share"] == 0.5
     assert records["dense"]["metrics"]["zero-share"]["zero_share"] == 0.0
