@@ -44,7 +44,7 @@ def run_bench(args) -> dict:
     from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
     from prunebench.engine import prune
     from prunebench.evaluate import evaluation_windows, perplexity
-    from prunebench.models import load_model
+    from prunebench.models import check_fits_context, load_model
     from prunebench.sparsity import parse_sparsity
 
     target = parse_sparsity(args.sparsity)
@@ -52,6 +52,8 @@ def run_bench(args) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
     model, tokenizer = load_model(args.model)
+    # Past the context OPT raises an IndexError and LLaMA runs on silently: refuse before any timing.
+    check_fits_context(model, args.model, {"--seqlen": args.seqlen, "--eval-seqlen": args.eval_seqlen})
     model.to(device)
     calibration = sample_calibration(tokenizer, calibration_documents("pydoc"), args.nsamples, args.seqlen)
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir))

@@ -100,12 +100,10 @@ def run_prune(args, method_args: dict) -> dict:
                        propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
                        owl_lambda=args.owl_lambda, **arguments)
     except Exception as error:
-        # The method's own code raised: one line naming its plugin (the traceback with --debug).
-        modules = {cls.__module__ for cls in type(method).__mro__} - {"prunebench.method", "builtins", "abc"}
-        if args.debug or isinstance(error, UsageError) or not raised_in(error, modules):
+        failure = method_failure(error, method, "register_methods", args.debug)
+        if failure is None:
             raise
-        plugin = registry.registered("register_methods")[method.name].plugin
-        raise plugin_failure(f"Pruning with method '{method.name}'", plugin, error) from error
+        raise failure from error
     after = evaluate()
     pruned = after.get("perplexity")
 
@@ -133,6 +131,18 @@ def run_prune(args, method_args: dict) -> dict:
         save_pruned(model, tokenizer, args.save)
         print(f"saved the pruned model to {args.save}")
     return record
+
+
+def method_failure(error: Exception, method, hook_name: str, debug: bool) -> "UsageError | None":
+    """The one line for an error the method's own code raised, naming its plugin (the traceback is for
+    --debug); None when it should propagate as it is (--debug, a UsageError, or raised elsewhere).
+    Shared by unstructured and structured prune."""
+    bases = {"prunebench.method", "prunebench.structured_method", "builtins", "abc"}
+    modules = {cls.__module__ for cls in type(method).__mro__} - bases
+    if debug or isinstance(error, UsageError) or not raised_in(error, modules):
+        return None
+    plugin = registry.registered(hook_name)[method.name].plugin
+    return plugin_failure(f"Pruning with method '{method.name}'", plugin, error)
 
 
 def _note_if_nothing_is_kept(args) -> None:
@@ -184,7 +194,8 @@ def run_list() -> None:
 
     sections = [
         ("Methods", "register_methods",
-         lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()), ", ".join(m.statistics) or "-"],
+         lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()),
+                    ", ".join(m.required_statistics(m.arguments)) or "-"],
          ["method", "plugin", "description", "arguments (defaults)", "statistics"]),
         ("Structured methods (sparsity = fraction of prunable parameters removed; --arg allocation=, round_to=)",
          "register_structured_methods",
@@ -200,10 +211,15 @@ def run_list() -> None:
                     ", ".join(f"{k}={'(required)' if v is REQUIRED else v}" for k, v in m.settings.items())],
          ["metric", "plugin", "better", "unit", "cells", "description", "settings (defaults)"]),
     ]
+    # What the defaults need: an argument can change it (ace's sign and reading, wanda+varp's reading).
     for title, hook, describe, headers in sections:
         rows = [[name, reg.plugin, *describe(reg.item)] for name, reg in registry.registered(hook).items()]
         print(f"{title}:\n{tabulate(rows, headers=headers, tablefmt='simple')}\n")
     print("Models may also be a local directory, a .gguf file or a Hugging Face hub id.")
+    skipped = registry.skipped_plugins()
+    if skipped:  # installed plugins that failed: nothing above comes from them
+        print(f"\nSkipped plugins (fix or uninstall them, or leave them out with {registry.LOAD_PLUGINS_ENV}):\n"
+              + tabulate([[name, why] for name, why in skipped.items()], headers=["plugin", "why"], tablefmt="simple"))
 
 
 def _results_dir(config, given: str | None) -> Path:

@@ -52,6 +52,8 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__("prunebench")
         self.registries: dict[str, dict[str, Registered]] = {}
+        self.entry_point_plugins: set[str] = set()  # third-party: skipped, not fatal, when they fail
+        self.skipped: dict[str, str] = {}  # plugin name -> why it was left out
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         self.registries.clear()
@@ -74,7 +76,15 @@ def plugin_manager() -> PluginManager:
         for module_name in DEFAULT_PLUGINS:
             manager.register(importlib.import_module(module_name), name=module_name)
         _load_entry_points(manager)
-        manager.check_pending()
+        while True:
+            try:
+                manager.check_pending()
+                break
+            except pluggy.PluginValidationError as error:  # implements a hook prunebench does not have
+                name = manager.get_name(error.plugin)
+                if name not in manager.entry_point_plugins:
+                    raise
+                _skip(manager, name, f"it does not fit prunebench's hooks ({_one_line(error)})")
         _manager = manager
     return _manager
 
@@ -93,7 +103,38 @@ def _load_entry_points(manager: PluginManager) -> None:
             continue
         if manager.get_plugin(entry_point.name) is not None:
             continue
-        manager.register(entry_point.load(), name=entry_point.name)
+        # A broken third-party plugin is left out with a note, so that every other command still works.
+        try:
+            plugin = entry_point.load()
+        except Exception as error:
+            _skip(manager, entry_point.name, f"it failed to import ({_one_line(error)})")
+            continue
+        try:
+            manager.register(plugin, name=entry_point.name)
+        except Exception as error:  # pluggy refuses it (a hook implementation with a wrong signature, ...)
+            _skip(manager, entry_point.name, f"it failed to register ({_one_line(error)})")
+            continue
+        manager.entry_point_plugins.add(entry_point.name)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _skip(manager: PluginManager, name: str, why: str) -> None:
+    """Leave a third-party plugin out, and say so on stderr (`prunebench list` lists it too)."""
+    if manager.get_plugin(name) is not None:
+        manager.unregister(name=name)
+    manager.entry_point_plugins.discard(name)
+    manager.skipped[name] = why
+    print(f"prunebench: plugin {name} skipped: {why}; fix or uninstall it, or leave it out with "
+          f"{LOAD_PLUGINS_ENV}.", file=sys.stderr)
+
+
+def skipped_plugins() -> dict[str, str]:
+    """Third-party plugins left out because they failed to import, register or fill a registry: name -> why."""
+    return dict(plugin_manager().skipped)
 
 
 def _implementation_codes(hook: pluggy.HookCaller) -> dict[CodeType, str]:
@@ -147,6 +188,9 @@ def registered(hook_name: str) -> dict[str, Registered]:
         raise
     except Exception as error:
         plugin = _plugin_in_traceback(codes, error.__traceback__) or "a plugin"
+        if plugin in manager.entry_point_plugins:  # an installed plugin: leave it out and build without it
+            _skip(manager, plugin, f"it failed in {hook_name} ({_one_line(error)})")
+            return registered(hook_name)
         raise UsageError(f"Plugin {plugin} failed in {hook_name}: {type(error).__name__}: {error}; "
                          f"fix or uninstall it, or leave it out with {LOAD_PLUGINS_ENV}.") from error
     order = {impl.plugin_name: index for index, impl in enumerate(hook.get_hookimpls())}

@@ -18,7 +18,7 @@ def run_structured_prune(args, method_args: dict) -> dict:
     from prunebench.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
     from prunebench.efficiency import measure_speed, parameter_count
     from prunebench.evaluate import perplexity
-    from prunebench.models import load_model, parse_dtype
+    from prunebench.models import check_fits_context, load_model, parse_dtype
     from prunebench.pruned_models import save_structured
     from prunebench.structure import read_structures
     from prunebench.structured_engine import check_target, structured_prune
@@ -41,6 +41,9 @@ def run_structured_prune(args, method_args: dict) -> dict:
         raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
 
     model, tokenizer = load_model(args.model, parse_dtype(args.dtype))
+    # A hub id or GGUF file has no config.json to check before loading (run_prune checked the others).
+    check_fits_context(model, args.model, {"--seqlen": args.seqlen,
+                                           **({"--eval-seqlen": args.eval_seqlen} if args.eval_dataset else {})})
     if set(method.kinds) - {"layers"}:
         read_structures(model)  # a model whose head layout cannot be read fails before any work
     model.to(device)
@@ -55,8 +58,16 @@ def run_structured_prune(args, method_args: dict) -> dict:
 
     dense_ppl = None if args.no_dense_eval else evaluate(model)
     dense = copy.deepcopy(model) if args.speed_repeats else None  # the same-process speed reference
-    report = structured_prune(model, method, args.sparsity, calibration, batch_size=args.batch_size, device=device,
-                              progress=True, **arguments)
+    try:
+        report = structured_prune(model, method, args.sparsity, calibration, batch_size=args.batch_size,
+                                  device=device, progress=True, **arguments)
+    except Exception as error:
+        from prunebench.commands import method_failure
+
+        failure = method_failure(error, method, "register_structured_methods", args.debug)
+        if failure is None:
+            raise
+        raise failure from error
     pruned_ppl = evaluate(model)
     record = {
         "model": args.model, "method": method.name, "arguments": arguments, "sparsity": args.sparsity,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prunebench import PruningMethod, hookimpl
+from prunebench import PruningMethod, StructuredMethod, hookimpl
 from prunebench.cli import main
 from prunebench.store import RECORD, ResultsStore
 
@@ -164,6 +164,36 @@ def test_structured_prune_refuses_lengths_beyond_the_context(capsys):
     assert "--seqlen 2048 is longer than model 'tiny-llama''s context (1024 tokens)" in err
 
 
+def test_structured_prune_refuses_lengths_beyond_the_context_of_a_model_read_only_once_loaded(capsys, monkeypatch):
+    from prunebench import config as config_module
+
+    # A hub id or a GGUF file: structured prune checks the loaded model too (it ran on silently on LLaMA).
+    monkeypatch.setattr(config_module, "model_facts", lambda source: None)
+    err = error_after_work(["prune", "--model", "tiny-opt", "--method", "magnitude-sp", "--sparsity", "0.25",
+                            "--nsamples", "1", "--seqlen", "1025"], capsys)
+    assert "--seqlen 1025 is longer than model 'tiny-opt''s context (1024 tokens)" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--seqlen", "1025"], "--seqlen 1025 is longer than model 'tiny-opt''s context (1024 tokens); use at most 1024."),
+    (["--eval-seqlen", "1100"], "--eval-seqlen 1100 is longer than model 'tiny-opt''s context (1024 tokens)"),
+])
+def test_bench_refuses_lengths_beyond_the_context(capsys, argv, message):
+    # Without the check: OPT's position table raises an IndexError in the calibration forward.
+    err = error_after_work(["bench", "--model", "tiny-opt", "--nsamples", "1", "--eval-windows", "1", *argv], capsys)
+    assert message in err
+
+
+def test_model_config_that_is_not_a_json_object(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("[1, 2]")  # valid JSON, not a config: was an AttributeError
+    err = one_line_error(["prune", "--model", model, "--nsamples", "1"], capsys)
+    assert f"{model / 'config.json'} is not a model config (it holds an array, not a JSON object); " in err
+    text = GOOD.replace("alias: tiny-llama", f"path: {model}")
+    assert "is not a model config (it holds an array" in one_line_error(["validate", config_file(tmp_path, text)], capsys)
+
+
 def test_run_refuses_lengths_beyond_the_context_of_a_model_validate_cannot_read(tmp_path, capsys, monkeypatch):
     from prunebench import config as config_module
 
@@ -219,6 +249,30 @@ def test_debug_shows_the_plugins_traceback(register_plugin):
     register_plugin(_ExplodingPlugin(), name="exploding-plugin")
     with pytest.raises(RuntimeError, match="kaboom"):
         main([*TINY_PRUNE, "--method", "exploding", "--debug"])
+
+
+class _ExplodingStructured(StructuredMethod):
+    name = "exploding-sp"
+    description = "raises inside score_layer, as a buggy structured plugin would"
+
+    def score_layer(self, evidence, **args):
+        raise RuntimeError("kaboom in structured code\nsecond line")
+
+
+class _ExplodingStructuredPlugin:
+    @hookimpl
+    def register_structured_methods(self, register):
+        register(_ExplodingStructured())
+
+
+def test_structured_method_plugin_that_raises_is_one_line_naming_the_plugin(register_plugin, capsys):
+    register_plugin(_ExplodingStructuredPlugin(), name="exploding-sp-plugin")
+    argv = [*TINY_PRUNE, "--method", "exploding-sp", "--sparsity", "0.25"]
+    err = error_after_work(argv, capsys)
+    assert ("Pruning with method 'exploding-sp' failed in plugin exploding-sp-plugin (RuntimeError: kaboom in "
+            "structured code); rerun with --debug for the traceback.") in err
+    with pytest.raises(RuntimeError, match="kaboom"):
+        main([*argv, "--debug"])
 
 
 # -- disk full --------------------------------------------------------------------------------------
