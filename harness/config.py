@@ -659,7 +659,12 @@ def model_facts(source: str) -> dict | None:
             config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError, ImportError):
         return None
-    config = config.get("text_config") or config
+    if not isinstance(config, dict):  # valid JSON but a list, a number...: config.get would crash
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(config), "a number")
+        raise UsageError(f"{directory / 'config.json'} is not a model config (it holds {kind}, not a JSON object); "
+                         "give a directory written by save_pretrained, or fix its config.json.")
+    text_config = config.get("text_config")
+    config = text_config if isinstance(text_config, dict) and text_config else config
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
     head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
     widths = {hidden, config.get("intermediate_size") or config.get("ffn_dim"),
