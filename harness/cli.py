@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -9,6 +10,7 @@ import threading
 
 from prunebench.errors import Terminated, UsageError
 from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
+from prunebench.zeroshot import VERBOSE_ENV  # light: lm-eval is imported only when tasks run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +46,9 @@ def _method_args(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"Bad --arg '{pair}': write KEY=VALUE, e.g. --arg group=layer.")
         parsed[key] = value
     return parsed
+
+
+VERBOSE_HELP = "show lm-eval's warnings (hidden otherwise: they are about how prunebench calls it)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="structured methods: time prefill/decode against dense, N interleaved repeats")
     prune.add_argument("--debug", action="store_true",
                        help="when the method's plugin raises, show the full traceback instead of one line")
+    prune.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     commands.add_parser("list", help="list methods, statistics, datasets and models, and their plugins")
 
@@ -97,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun finished cells")
     run.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed cell")
+    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local: cells one after another in this process; ray: each cell a Ray task with the "
                           "config's resources (pip install 'prunebench[ray]')")
@@ -150,16 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     # may set handlers, and the previous one comes back when main returns (tests call main in-process).
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    verbose = os.environ.get(VERBOSE_ENV)  # --verbose sets it for this command only
     try:
         return _main(argv)
     finally:
         if in_main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if verbose is None:
+            os.environ.pop(VERBOSE_ENV, None)
+        else:
+            os.environ[VERBOSE_ENV] = verbose
 
 
 def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "verbose", False):
+            os.environ[VERBOSE_ENV] = "1"  # read where lm-eval runs: here, or in a Ray worker started after
         if args.command == "prune":
             from prunebench.commands import run_prune
             from prunebench.config import default_dtype

@@ -1,6 +1,8 @@
 """Zero-shot evaluation through lm-eval on the in-memory model (no save and reload)."""
 from __future__ import annotations
 
+import logging
+import os
 import statistics
 from functools import lru_cache
 from pathlib import Path
@@ -10,10 +12,20 @@ from prunebench.errors import UsageError, did_you_mean
 OFFLINE_TASKS = Path(__file__).resolve().parent / "tasks"
 METRICS = ("acc", "acc_norm", "perplexity")
 ITEM_METRICS = ("acc", "acc_norm")  # 0/1 per item: what per-item correctness is kept for
+# Set (by --verbose) to show lm-eval's warnings; an environment variable, so that Ray workers see it too.
+VERBOSE_ENV = "PRUNEBENCH_VERBOSE"
+
+
+def _set_lm_eval_logging() -> None:
+    """lm-eval warns about things that are as prunebench means them (an in-memory model, few-shot
+    defaults, task metadata): hidden unless --verbose. Its own handler is never installed (simple_evaluate
+    gets no verbosity), so what is shown goes to the current stderr."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING if os.environ.get(VERBOSE_ENV) else logging.ERROR)
 
 
 def task_manager(spec, data_dir: str | None = None):
     """lm-eval's task index plus prunebench's offline tasks (indexing takes seconds: cached)."""
+    _set_lm_eval_logging()
     return _task_manager(spec.path, spec.text_path, data_dir)
 
 
@@ -29,7 +41,7 @@ def _task_manager(path: str | None, text_path: str | None, data_dir: str | None)
 
 def load_tasks(spec, data_dir: str | None = None):
     """Load every task's data up front: an unreachable task is named, never silently dropped."""
-    manager = task_manager(spec, data_dir)
+    manager = task_manager(spec, data_dir)  # sets lm-eval's log level before it loads anything
     known = set(manager.all_tasks)
     loaded = {}
     for name in spec.names:
@@ -38,6 +50,8 @@ def load_tasks(spec, data_dir: str | None = None):
                                more="list them all with: lm-eval ls tasks")
         try:
             loaded.update(manager.load([name])["tasks"])
+        except UsageError:  # prunebench's own tasks name the problem themselves (e.g. a text file not UTF-8)
+            raise
         except Exception as error:  # datasets/hub raise many types; all mean "no data here"
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise UsageError(
@@ -66,8 +80,7 @@ def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) 
         # (prunebench.uncertainty); bootstrap_iters stays 0, since lm-eval bootstraps some metrics (the
         # task perplexity) in a process pool, and its closed-form stderr of a mean is computed below.
         output = simple_evaluate(model=lm, tasks=list(tasks.values()), num_fewshot=spec.num_fewshot, limit=spec.limit,
-                                 task_manager=manager, log_samples=True, bootstrap_iters=0,
-                                 verbosity="ERROR")
+                                 task_manager=manager, log_samples=True, bootstrap_iters=0)
     record = {}
     for name in spec.names:
         metrics = output["results"].get(name, {})

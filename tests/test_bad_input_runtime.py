@@ -57,6 +57,45 @@ def test_non_utf8_local_dataset_file_at_prune_time(tmp_path, capsys, dataset, na
     assert message in err and "re-encode it as UTF-8" in err
 
 
+def test_non_utf8_text_for_the_lastword_task(tmp_path, capsys, monkeypatch):
+    (tmp_path / "latin1.txt").write_bytes(LATIN1)
+    monkeypatch.setenv("PRUNEBENCH_LASTWORD_TEXT", str(tmp_path / "latin1.txt"))
+    # Was lm-eval's "cannot load its data ('utf-8' codec can't decode ...)" with advice about the hub.
+    err = error_after_work([*TINY_PRUNE, "--tasks", "prunebench_lastword_text", "--limit", "1"], capsys)
+    assert "latin1.txt: not UTF-8 text (byte 3: b'\\xe9'); re-encode it as UTF-8" in err
+
+
+def test_lm_eval_warnings_only_with_verbose(tmp_path, capsys, caplog, monkeypatch):
+    import logging
+
+    from pydoc_data.topics import topics
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(text.split()) for text in topics.values()))
+    monkeypatch.setenv("PRUNEBENCH_LASTWORD_TEXT", str(corpus))
+    argv = [*TINY_PRUNE, "--tasks", "prunebench_lastword_text", "--limit", "1", "--tasks-batch-size", "1",
+            "--no-dense-eval"]
+
+    def lm_eval_warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if r.name.startswith("lm_eval") and r.levelno == logging.WARNING]
+        caplog.clear()
+        return found
+
+    assert main(argv) == 0
+    assert lm_eval_warnings() == []  # e.g. "Overwriting default num_fewshot ...": as prunebench means it
+    assert main([*argv, "--verbose"]) == 0
+    assert any("Overwriting default num_fewshot" in w for w in lm_eval_warnings())
+    assert "PRUNEBENCH_VERBOSE" not in os.environ  # --verbose is for that command only
+    assert "--verbose" in main_help("run") and "show lm-eval's warnings" in main_help("prune")
+
+
+def main_help(command: str) -> str:
+    from prunebench.cli import build_parser
+
+    parser = build_parser()
+    return parser._subparsers._group_actions[0].choices[command].format_help()
+
+
 def test_truncated_gzip_corpus(tmp_path, capsys):
     (tmp_path / "c4-validation.00000-of-00008.json.gz").write_bytes(gzip.compress(b'{"text": "ok"}\n' * 50)[:30])
     err = one_line_error([*TINY_PRUNE, "--eval-dataset", "c4", "--data-dir", tmp_path], capsys)

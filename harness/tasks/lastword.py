@@ -47,8 +47,12 @@ def _paragraphs(source: str, data_dir: str | None, text_path: str | None) -> lis
     path = text_path or os.environ.get("PRUNEBENCH_LASTWORD_TEXT")
     if not path:
         raise ValueError("prunebench_lastword_text needs a text file: set tasks_text_path / PRUNEBENCH_LASTWORD_TEXT")
-    with open(path, encoding="utf-8") as handle:
-        return [p for p in handle.read().replace("\r\n", "\n").split("\n") if p.strip()]
+    from pathlib import Path
+
+    from prunebench.data import read_utf8
+
+    # A file that is not UTF-8 is named with its byte offset, as every other corpus is.
+    return [p for p in read_utf8(Path(path).expanduser()).replace("\r\n", "\n").split("\n") if p.strip()]
 
 
 def load_dataset(source: str = "wikitext2", data_dir: str | None = None, text_path: str | None = None, **metadata):
