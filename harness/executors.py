@@ -77,9 +77,13 @@ def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters:
     `address` is passed to `ray.init` (None: a Ray started here; "auto": the running cluster;
     "ray://host:port": a cluster through Ray Client). A Ray already initialised is used as it is.
     """
+    cells = select_cells(config, filters or {})
+    for model in {cell.model for cell in cells}:
+        if config.device.startswith("cuda") and not config.cell_resources(model).gpus:
+            raise UsageError(f"device {config.device} needs a GPU in every cell, but the cells of model '{model.label}' "
+                             "ask Ray for no GPU (Ray hides the GPUs a task did not ask for); set resources: {gpus: 1}.")
     ray = import_ray()
     store = ResultsStore(results_dir)
-    cells = select_cells(config, filters or {})
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False)
