@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from prunebench.sparsity import parse_sparsity
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate",
             "resources"}
 RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
-MODEL_KEYS = {"alias", "id", "path", "methods", "resources"} | RESTRICTION_KEYS
+MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
 RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
@@ -58,6 +58,7 @@ class ModelSpec:
     source: str  # what load_model takes: alias, directory, .gguf or hub id
     only: Restriction = Restriction()
     resources: Resources | None = None  # this model's cells' needs, instead of the grid's
+    tasks: tuple[str, ...] | None = None  # the zero-shot tasks this model runs, when not all of the grid's
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,18 @@ class BenchmarkConfig:
         """The evaluation window length: the first perplexity evaluation's (what memory and speed use)."""
         return self.perplexity[0].seqlen if self.perplexity else 512
 
-    def metric_specs(self) -> list:
-        """Every metric a cell runs: the perplexity and tasks shorthand first, then evaluation.metrics."""
+    def tasks_for(self, model: ModelSpec) -> TaskSpec:
+        """The zero-shot settings a model's cells use: the grid's, less the tasks its entry leaves out."""
+        return self.tasks if model.tasks is None else replace(self.tasks, names=model.tasks)
+
+    def metric_specs(self, model: ModelSpec | None = None) -> list:
+        """Every metric a cell (of `model`) runs: the perplexity and tasks shorthand first, then evaluation.metrics."""
         from prunebench.metrics import MetricSpec
 
+        tasks = self.tasks if model is None else self.tasks_for(model)
         specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
-        if self.tasks.names:
-            specs.append(MetricSpec("zero-shot", dict(asdict(self.tasks), names=list(self.tasks.names))))
+        if tasks.names:
+            specs.append(MetricSpec("zero-shot", dict(asdict(tasks), names=list(tasks.names))))
         return specs + list(self.metrics)
 
     def cell_resources(self, model: ModelSpec) -> Resources:
@@ -288,7 +294,9 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if any(m.label == label for m in models):
             errors.add(where, f"model '{label}' is listed twice; list each model once.")
         model_resources = _resources(errors, entry["resources"], where + ("resources",)) if "resources" in entry else None
-        models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources))
+        model_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
+        models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources,
+                                tasks=model_tasks))
 
     methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
@@ -393,6 +401,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                      tasks_raw.get("path"), tasks_raw.get("text_path"))
     if tasks.names:
         _check_tasks(errors, tasks)
+    for i, model in enumerate(models):
+        for name in sorted(set(model.tasks or ()) - set(tasks.names)):
+            errors.add(("models", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
+                       f"({', '.join(tasks.names) or 'none'}); a model entry can only leave tasks out.")
     metrics = _metrics(errors, evaluation.get("metrics") or [])
 
     device = str(raw.get("device", "auto"))
@@ -422,38 +434,6 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
                            perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources, metrics)
-
-
-def default_dtype(device: str, gpus: float = 0) -> str:
-    """float16 where cells run on CUDA (as the Wanda and SparseGPT authors load models), else float32;
-    `gpus`: what a cell asks of a Ray worker, whose GPU the driver may not have."""
-    if device.startswith("cuda") or (device == "auto" and gpus > 0):
-        return "float16"
-    if device == "auto":
-        import torch
-
-        return "float16" if torch.cuda.is_available() else "float32"
-    return "float32"
-
-
-def _resources(errors: _Errors, raw, where: tuple) -> Resources:
-    if not isinstance(raw, dict):
-        errors.add(where, f"must be a mapping with {', '.join(sorted(RESOURCE_KEYS))}, not {raw!r}.")
-        return Resources()
-    _unknown_keys(errors, raw, RESOURCE_KEYS, where)
-    cpus = _positive_int(errors, raw.get("cpus", 1), where + ("cpus",))
-    gpus = raw.get("gpus", 0)
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0 or \
-            (gpus > 1 and gpus != int(gpus)):
-        errors.add(where + ("gpus",), f"must be a whole number of GPUs or a fraction below 1, not {gpus!r}.")
-        gpus = 0
-    memory = raw.get("memory_gb")
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
-                               or not math.isfinite(memory) or memory <= 0):
-        errors.add(where + ("memory_gb",), f"must be a positive number of gigabytes, not {memory!r}.")
-        memory = None
-    retries = _non_negative_int(errors, raw.get("retries", 0), where + ("retries",))
-    return Resources(cpus, gpus, float(memory) if memory is not None else None, retries)
 
 
 def _metrics(errors: _Errors, raw: Any) -> tuple:

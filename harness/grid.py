@@ -44,7 +44,7 @@ class Cell:
 
     def describe(self, config: BenchmarkConfig) -> dict:
         """Everything that changes this cell's numbers (and nothing that does not)."""
-        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks)}
+        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks_for(self.model))}
         if config.metrics:  # only when named, so grids without them keep their hashes
             from prunebench.registry import get_metric
 

@@ -121,7 +121,7 @@ def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                             eval_seqlen=config.eval_seqlen,
                             evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
                             dense_model=session.dense_copy)
-    return run_metrics(config.metric_specs(), context)
+    return run_metrics(config.metric_specs(cell.model), context)
 
 
 def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
