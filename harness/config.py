@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from prunebench.sparsity import parse_sparsity
 
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate"}
 RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
-MODEL_KEYS = {"alias", "id", "path", "methods"} | RESTRICTION_KEYS
+MODEL_KEYS = {"alias", "id", "path", "methods", "tasks"} | RESTRICTION_KEYS
 METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
@@ -45,6 +45,7 @@ class ModelSpec:
     label: str
     source: str  # what load_model takes: alias, directory, .gguf or hub id
     only: Restriction = Restriction()
+    tasks: tuple[str, ...] | None = None  # the zero-shot tasks this model runs, when not all of the grid's
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class BenchmarkConfig:
     batch_size: int
     propagate: str
     path: Path | None = None
+
+    def tasks_for(self, model: ModelSpec) -> TaskSpec:
+        """The zero-shot settings a model's cells use: the grid's, less the tasks its entry leaves out."""
+        return self.tasks if model.tasks is None else replace(self.tasks, names=model.tasks)
 
 
 class _Errors:
@@ -255,7 +260,8 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         label = str(entry.get("alias") or source)
         if any(m.label == label for m in models):
             errors.add(where, f"model '{label}' is listed twice; list each model once.")
-        models.append(ModelSpec(label=label, source=source, only=_restriction(entry)))
+        model_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
+        models.append(ModelSpec(label=label, source=source, only=_restriction(entry), tasks=model_tasks))
 
     methods_registered = registry.registered("register_methods")
     methods, labels = [], set()
@@ -358,6 +364,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                      tasks_raw.get("path"), tasks_raw.get("text_path"))
     if tasks.names:
         _check_tasks(errors, tasks)
+    for i, model in enumerate(models):
+        for name in sorted(set(model.tasks or ()) - set(tasks.names)):
+            errors.add(("models", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
+                       f"({', '.join(tasks.names) or 'none'}); a model entry can only leave tasks out.")
 
     device = str(raw.get("device", "auto"))
     if device != "auto" and not device.startswith(("cpu", "cuda")):

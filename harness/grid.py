@@ -44,7 +44,7 @@ class Cell:
 
     def describe(self, config: BenchmarkConfig) -> dict:
         """Everything that changes this cell's numbers (and nothing that does not)."""
-        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks)}
+        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks_for(self.model))}
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
         if self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,

@@ -130,10 +130,11 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)
     record["measured_sparsity"] = measured_sparsity(session.model)
     record["perplexity"] = _evaluate(session, config, device, progress)
-    if config.tasks.names:
+    tasks = config.tasks_for(cell.model)
+    if tasks.names:
         from prunebench.zeroshot import evaluate_tasks
 
-        record["tasks"] = evaluate_tasks(session.model, session.tokenizer, config.tasks, device, config.data_dir)
+        record["tasks"] = evaluate_tasks(session.model, session.tokenizer, tasks, device, config.data_dir)
     finite = all(math.isfinite(p["perplexity"]) for p in record["perplexity"].values())
     record["status"] = "ok" if finite else "diverged"
     return record
