@@ -239,7 +239,7 @@ def run_run(args) -> int:
     import sys
 
     from prunebench.config import load_config
-    from prunebench.runner import parse_filters, run_grid
+    from prunebench.runner import run_grid
 
     config = load_config(args.file)
     filters = _checked_filters(config, args.only)

@@ -6,7 +6,6 @@ allocation `prunebench.allocation`; this module ties them to a method and measur
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -16,7 +16,7 @@ from prunebench.errors import UsageError
 from prunebench.grid import Cell, cell_provenance, config_device, content_hash, expand
 from prunebench.machine_load import load_record, sample_load
 from prunebench.store import ResultsStore
-from prunebench.walk import decoder_layers, on_device, prunable_linears
+from prunebench.walk import decoder_layers, prunable_linears
 
 FILTER_KEYS = ("model", "method", "sparsity", "seqlen", "seed", "calibration", "nsamples")
 

@@ -18,6 +18,16 @@ from prunebench.models import load_model
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for the test: the float sums of a `cpus: 1` Ray cell, and a test that stays
+    fast when other work shares the cores (spinning OpenMP threads then run several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_llama():
     return load_model("tiny-llama")
 

@@ -22,16 +22,6 @@ def first_layers():
     return model, calibration_windows(tokenizer, "pydoc", nsamples=32, seqlen=128, seed=0)
 
 
-@pytest.fixture
-def one_thread():
-    # The masks agree at any thread count (checked with two); one thread keeps this test near 50 s
-    # when other work shares the cores, where spinning OpenMP threads run several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def masks(model):
     return {f"{i}.{name}": linear.weight == 0
             for i, layer in enumerate(decoder_layers(model)) for name, linear in prunable_linears(layer).items()}

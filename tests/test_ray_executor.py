@@ -2,11 +2,9 @@
 local executor, failing and crashing cells isolated, an interrupted run resumed; resource keys checked
 like the rest of the config; a clear usage error where Ray is missing."""
 import importlib.util
-import os
 import sys
 
 import pytest
-import torch
 
 from prunebench.cli import main
 from prunebench.config import Resources, load_config, validate_config
@@ -93,15 +91,6 @@ def start_ray():
     yield start
     for ray in started:
         ray.shutdown()
-
-
-@pytest.fixture
-def one_thread():
-    """The local run single-threaded, as each `cpus: 1` Ray cell is: the same float sums, the same numbers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def quiet(run, config, results, **kwargs):
