@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+@contextmanager
+def _refusing_load_errors(source: str, local_errors: tuple, problem: str):
+    """A model that needs remote code is refused; errors of a local checkpoint's files become one line
+    (`problem`, formatted with source and reason); anything else propagates as it is."""
+    try:
+        yield
+    except Exception as error:
+        if _needs_remote_code(error):
+            raise _remote_code_refused(source) from None
+        if not isinstance(error, local_errors):
+            raise
+        raise UsageError(problem.format(source=source, reason=_first_line(error))) from None
+
+
 def _needs_remote_code(error: BaseException) -> bool:
     return isinstance(error, ValueError) and ("trust_remote_code" in str(error) or "custom code" in str(error))
 
@@ -61,26 +76,14 @@ def _load_pretrained(source: str, dtype: torch.dtype, **kwargs):
     # Errors reading a local checkpoint are about its files; from the hub, load_model words them.
     local = Path(source).is_dir()
     local_errors = (OSError, ValueError, SafetensorError) if local else ()
-    try:
+    with _refusing_load_errors(source, local_errors, "Cannot load a tokenizer from {source} ({reason}); the directory "
+                               "needs the tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json)."):
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except Exception as error:
-        if _needs_remote_code(error):
-            raise _remote_code_refused(source) from None
-        if not isinstance(error, local_errors):
-            raise
-        raise UsageError(f"Cannot load a tokenizer from {source} ({_first_line(error)}); the directory needs the "
-                         "tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json).") from None
-    try:
+    with _refusing_load_errors(source, local_errors, "Cannot read the weights in {source} ({reason}); the checkpoint "
+                               "is missing, damaged or truncated: copy or save it again."):
         # Read weights into memory: pruning writes every weight, and writing to memory-mapped
         # weights costs a copy-on-write page fault per page inside the timed pruning run.
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, disable_mmap=True, **kwargs)
-    except Exception as error:
-        if _needs_remote_code(error):
-            raise _remote_code_refused(source) from None
-        if not isinstance(error, local_errors):
-            raise
-        raise UsageError(f"Cannot read the weights in {source} ({_first_line(error)}); the checkpoint is missing, "
-                         "damaged or truncated: copy or save it again.") from None
     return model.eval(), tokenizer
 
 
