@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from prunebench.config import BenchmarkConfig, Resources
 from prunebench.errors import UsageError
 from prunebench.grid import Cell, cell_provenance, content_hash
-from prunebench.runner import (RunSummary, SessionCache, execute_cell, failed_fields, finish_cell, record_header,
-                               select_cells)
+from prunebench.runner import (RunSummary, SessionCache, execute_cell, extendable, failed_fields, finish_cell,
+                               merge_record, record_header, select_cells)
 from prunebench.store import ResultsStore
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'prunebench[ray]'."
@@ -53,7 +53,7 @@ def expected_provenance(cell: Cell, config: BenchmarkConfig, resources: Resource
     return dict(cell_provenance(cell, config), torch_threads=resources.cpus, device=cell_device(config, resources))
 
 
-def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int) -> dict:
+def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: dict | None = None) -> dict:
     """What a Ray task runs: the cell in this worker, with the provenance and content hash it ran under."""
     import torch
 
@@ -66,7 +66,7 @@ def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int) -> dict:
                          "ask for one with resources: {gpus: 1}.")
     provenance = cell_provenance(cell, config)
     return {"provenance": provenance, "hash": content_hash(cell, config, provenance),
-            "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False)}
+            "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False, previous=previous)}
 
 
 def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None,
@@ -119,26 +119,29 @@ def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters:
             summary.skipped.append(cell.name)
             bar.update()
             return
+        header = record_header(cell, config, cell_hash, provenance)
+        previous = store.read(cell.name)
+        previous = previous if extendable(previous, header["base_hash"], force) else None
         options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
         if resources.memory_gb:
             options["memory"] = int(resources.memory_gb * 2**30)
         if environment:
             options["runtime_env"] = {"env_vars": environment}
-        reference = task.options(**options).remote(cell, config, resources.cpus)
-        pending[reference] = (record_header(cell, config, cell_hash, provenance), lock)
+        reference = task.options(**options).remote(cell, config, resources.cpus, previous)
+        pending[reference] = (header, previous, lock)
 
     def drain() -> bool:
         """Persist records as their tasks finish; True when -x stops the run."""
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            header, lock = pending.pop(done[0])
+            header, previous, lock = pending.pop(done[0])
             try:
-                record = _record(ray, done[0], header)
-                finish_cell(store, summary, record, echo)
+                record = _record(ray, done[0], header, previous)
+                finish_cell(store, summary, record, echo, extended=previous is not None)
             finally:
                 lock.close()
             bar.update()
-            if fail_fast and record["status"] == "failed":
+            if fail_fast and summary.failed and summary.failed[-1][0] == record["name"]:
                 return True
         return False
 
@@ -150,21 +153,26 @@ def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters:
                 submit(cell, last_try=True)
             drain()
     finally:
-        for reference, (_, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
+        for reference, (_, _, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
             ray.cancel(reference, force=True)
             lock.close()
         bar.close()
     return summary
 
 
-def _record(ray, reference, header: dict) -> dict:
-    """The cell's record from its finished task; a task that died (worker killed, node lost) is a failed cell."""
+def _record(ray, reference, header: dict, previous: dict | None = None) -> dict:
+    """The cell's record from its finished task; a task that died (worker killed, node lost) is a failed
+    cell, or, when it was adding metrics to `previous`, a failed extension of that record."""
     try:
         returned = ray.get(reference)
     except ray.exceptions.RayError as error:
         cause = getattr(error, "cause", None) or error
         trace = str(error) if isinstance(error, ray.exceptions.RayTaskError) else traceback.format_exc()
+        if previous is not None:
+            return dict(previous, extensions=list(previous.get("extensions", [])) + [failed_fields(cause, trace)])
         return dict(header, **failed_fields(cause, trace))
+    if previous is not None:
+        return merge_record(dict(header, hash=returned["hash"]), returned["result"], previous)
     if returned["hash"] != header["hash"]:
         print(f"prunebench: {header['name']} ran with other provenance than the driver expected (threads, device "
               "or library versions of the worker); its record holds the worker's, so a rerun will repeat it",

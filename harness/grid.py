@@ -42,14 +42,12 @@ class Cell:
                 "seqlen": str(self.seqlen or ""), "seed": str(self.seed if self.seed is not None else ""),
                 "calibration": self.calibration_dataset or "", "nsamples": str(self.nsamples or "")}
 
-    def describe(self, config: BenchmarkConfig) -> dict:
-        """Everything that changes this cell's numbers (and nothing that does not)."""
+    def describe(self, config: BenchmarkConfig, metrics: bool = True) -> dict:
+        """Everything that changes this cell's numbers (and nothing that does not); `metrics=False`
+        leaves out evaluation.metrics, which a finished cell can gain later (`metric_descriptors`)."""
         evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks_for(self.model))}
-        if config.metrics:  # only when named, so grids without them keep their hashes
-            from prunebench.registry import get_metric
-
-            evaluation["metrics"] = [{"name": m.name, "settings": m.settings, "version": get_metric(m.name).version}
-                                     for m in config.metrics]
+        if config.metrics and metrics:  # only when named, so grids without them keep their hashes
+            evaluation["metrics"] = metric_descriptors(config)
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
         if self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
@@ -59,6 +57,13 @@ class Cell:
             if self.method.allocation == "owl":
                 described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
         return described
+
+
+def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
+    """evaluation.metrics as recorded: each metric's name, settings and plugin version."""
+    from prunebench.registry import get_metric
+
+    return [{"name": m.name, "settings": m.settings, "version": get_metric(m.name).version} for m in config.metrics]
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:
@@ -115,15 +120,16 @@ def cell_provenance(cell: Cell, config: BenchmarkConfig) -> dict:
                           evaluation_datasets=[spec.dataset for spec in config.perplexity], data_dir=config.data_dir)
 
 
-def content_hash(cell: Cell, config: BenchmarkConfig, provenance: dict | None = None) -> str:
+def content_hash(cell: Cell, config: BenchmarkConfig, provenance: dict | None = None, metrics: bool = True) -> str:
     """Hash of what changes the numbers: the cell's config, method arguments, package and plugin
     versions, and its provenance (numerics and method versions, libraries, threads, device, batch
-    size, data files) without the git revision; `provenance` defaults to `cell_provenance`."""
+    size, data files) without the git revision; `provenance` defaults to `cell_provenance`.
+    `metrics=False` gives the base hash: the same without evaluation.metrics."""
     from prunebench import __version__
     from prunebench.provenance import hashed_provenance
 
     provenance = provenance if provenance is not None else cell_provenance(cell, config)
-    payload = {"cell": cell.describe(config), "prunebench": __version__,
+    payload = {"cell": cell.describe(config, metrics), "prunebench": __version__,
                "plugin": plugin_version(cell.method.method if cell.method else None),
                "provenance": hashed_provenance(provenance)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from prunebench.config import BenchmarkConfig
 from prunebench.errors import UsageError
-from prunebench.grid import Cell, cell_provenance, config_device, content_hash, expand
+from prunebench.grid import Cell, cell_provenance, config_device, content_hash, expand, metric_descriptors
 from prunebench.machine_load import load_record, sample_load
 from prunebench.store import ResultsStore
 from prunebench.walk import decoder_layers, prunable_linears
@@ -59,6 +59,8 @@ def cell_status(store: ResultsStore, cell: Cell, config: BenchmarkConfig) -> str
     if record is None:
         return "pending"
     if record.get("hash") != content_hash(cell, config):
+        if extendable(record, content_hash(cell, config, metrics=False), force=False):
+            return "done (metrics to add)"
         return "stale"
     return {"ok": "done", "diverged": "done (diverged)"}.get(record.get("status"), record.get("status", "pending"))
 
@@ -111,8 +113,8 @@ class _ModelSession:
 
 
 def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
-              progress: bool) -> tuple[dict, bool]:
-    """The cell's metrics (from the registry, as the grid names them): (record fields, diverged)."""
+              progress: bool, specs: list | None = None) -> tuple[dict, bool]:
+    """The cell's metrics (from the registry, as the grid names them, or `specs`): (record fields, diverged)."""
     from prunebench.metrics import DENSE, PRUNED, MetricContext, run_metrics
 
     context = MetricContext(model=session.model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
@@ -121,13 +123,14 @@ def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                             eval_seqlen=config.eval_seqlen,
                             evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
                             dense_model=session.dense_copy)
-    return run_metrics(config.metric_specs(cell.model), context)
+    return run_metrics(config.metric_specs(cell.model) if specs is None else specs, context)
 
 
-def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
+def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
+                progress: bool) -> dict:
+    """Put the cell's model in place (dense weights, then the cell's pruning): the pruning part of its record."""
     from prunebench.engine import prune
     from prunebench.evaluate import measured_sparsity
-
     from prunebench.models import check_fits_context
 
     lengths = {f"evaluation.perplexity[{i}].seqlen": spec.seqlen for i, spec in enumerate(config.perplexity)}
@@ -145,10 +148,54 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)
     record["measured_sparsity"] = measured_sparsity(session.model)
+    return record
+
+
+def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
+    record = _prune_cell(cell, session, config, device, progress)
     evaluated, diverged = _evaluate(cell, session, config, device, progress)
     record.update(evaluated)
     record["status"] = "diverged" if diverged else "ok"
     return record
+
+
+def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool,
+                 previous: dict) -> dict:
+    """A finished cell's record with the grid's metrics it lacks: the cell is pruned again, checked to
+    be the model the record measured (per-layer sparsity, first perplexity window), then only the
+    missing metrics run. What the record already holds is kept as it is."""
+    pruned = _prune_cell(cell, session, config, device, progress)
+    _check_reproduced(cell, session, config, device, previous, pruned)
+    done = previous.get("evaluation_metrics") or []
+    missing = [spec for spec, described in zip(config.metrics, metric_descriptors(config)) if described not in done]
+    evaluated, diverged = _evaluate(cell, session, config, device, progress, specs=missing)
+    record = {key: value for key, value in previous.items() if key not in ("schema", "hash")}
+    for key, value in evaluated.items():
+        record[key] = dict(record.get(key) or {}, **value) if isinstance(value, dict) else value
+    if diverged:
+        record["status"] = "diverged"
+    return record, {"metrics": [spec.name for spec in missing], "prune_timings": pruned.get("timings")}
+
+
+def _check_reproduced(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
+                      previous: dict, pruned: dict) -> None:
+    """Refuse to add metrics to a record whose model this run did not reproduce."""
+    from prunebench.evaluate import perplexity
+    from prunebench.walk import on_device
+
+    if pruned["measured_sparsity"]["per_layer"] != previous.get("measured_sparsity", {}).get("per_layer"):
+        raise RuntimeError(f"re-pruning {cell.name} gave other per-layer sparsities than its record; "
+                           "rerun the cell with --force.")
+    spec = config.perplexity[0] if config.perplexity else None
+    stored = ((previous.get("perplexity") or {}).get(spec.label) or {}).get("window_nlls") if spec else None
+    if not stored:
+        return
+    with on_device(session.model, device):
+        again = perplexity(session.model, session.evaluation_tokens(spec.dataset, config), spec.seqlen, 1,
+                           device=device).window_nlls[0]
+    if abs(again - stored[0]) > 1e-3 * max(1.0, abs(stored[0])):
+        raise RuntimeError(f"re-pruning {cell.name} gave a first-window NLL of {again:.6f}, its record {stored[0]:.6f}; "
+                           "rerun the cell with --force.")
 
 
 class SessionCache:
@@ -165,25 +212,53 @@ class SessionCache:
 
 
 def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, device: torch.device,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, previous: dict | None = None) -> dict:
     """Run one cell where this process is and return the measured part of its record (started ..
     finished); a failing cell returns status "failed" with its error instead of raising. Executors
-    call this (locally, or on a Ray worker) and the driver adds `record_header` and persists."""
+    call this (locally, or on a Ray worker) and the driver adds `record_header` and persists.
+
+    With `previous` (a finished record of the same cell whose base hash matches, see `extendable`)
+    only the metrics it lacks run; the result is that record with them added, and an `extensions`
+    entry saying when and what. A failing extension keeps the record as it was and says why there."""
     started = datetime.datetime.now(datetime.timezone.utc)
     result: dict = {"started": started.isoformat()}
     load_at_start = sample_load()
     begin = time.perf_counter()
+    extension: dict = {}
     try:
-        result.update(_run_cell(cell, sessions.get(cell, config), config, device, progress))
+        session = sessions.get(cell, config)
+        if previous is None:
+            result.update(_run_cell(cell, session, config, device, progress))
+        else:
+            record, extension = _extend_cell(cell, session, config, device, progress, previous)
+            result = record
     except KeyboardInterrupt:
         raise
     except Exception as error:  # one cell's failure (a plugin raising, a bad file) never stops the grid
-        result.update(failed_fields(error, traceback.format_exc()))
-    result["wall_seconds"] = time.perf_counter() - begin
-    # This run keeps torch's threads busy; a load average above that is someone else's.
-    result["load"] = load_record(load_at_start, sample_load(), own_load=torch.get_num_threads())
-    result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        if previous is None:
+            result.update(failed_fields(error, traceback.format_exc()))
+        else:
+            result = {key: value for key, value in previous.items() if key != "schema"}
+            extension = failed_fields(error, traceback.format_exc())
+    measured = {"wall_seconds": time.perf_counter() - begin,
+                # This run keeps torch's threads busy; a load average above that is someone else's.
+                "load": load_record(load_at_start, sample_load(), own_load=torch.get_num_threads()),
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    if previous is None:
+        result.update(measured)
+    else:
+        result["extensions"] = list(previous.get("extensions", [])) + [dict(extension, started=started.isoformat(),
+                                                                            **measured)]
     return result
+
+
+def extendable(record: dict | None, base_hash: str, force: bool) -> bool:
+    """Whether a stored record can gain the grid's new metrics instead of a rerun: it finished, and
+    everything but evaluation.metrics is as it was (its base hash; a record from before base hashes
+    were kept carries it as its hash when its grid named no metrics)."""
+    if force or record is None or record.get("status") not in ("ok", "diverged"):
+        return False
+    return record.get("base_hash", record.get("hash")) == base_hash
 
 
 def failed_fields(error: BaseException, trace: str) -> dict:
@@ -194,17 +269,37 @@ def failed_fields(error: BaseException, trace: str) -> dict:
 
 def record_header(cell: Cell, config: BenchmarkConfig, cell_hash: str, provenance: dict) -> dict:
     """The part of a record the driver knows before the cell runs."""
-    return {"name": cell.name, "hash": cell_hash, "cell": _cell_fields(cell, config), "provenance": provenance,
-            "seed": cell.seed}
+    return {"name": cell.name, "hash": cell_hash, "base_hash": content_hash(cell, config, provenance, metrics=False),
+            "evaluation_metrics": metric_descriptors(config), "cell": _cell_fields(cell, config),
+            "provenance": provenance, "seed": cell.seed}
 
 
-def finish_cell(store: ResultsStore, summary: RunSummary, record: dict, echo) -> None:
-    """Persist a finished cell's record (and leaderboard row), count it and print its line."""
-    if record["status"] == "failed":
-        summary.failed.append((record["name"], record["error"]))
+def merge_record(header: dict, result: dict, previous: dict | None) -> dict:
+    """A new record: the header, then what ran. An extended one keeps its original header (provenance
+    of the run that measured it), taking the new hash only when its extension succeeded."""
+    if previous is None:
+        return dict(header, **result)
+    record = dict(result)
+    if "error" not in record["extensions"][-1]:
+        record.update(hash=header["hash"], base_hash=header["base_hash"],
+                      evaluation_metrics=header["evaluation_metrics"])
+    return record
+
+
+def finish_cell(store: ResultsStore, summary: RunSummary, record: dict, echo, extended: bool = False) -> None:
+    """Persist a finished cell's record (and leaderboard row), count it and print its line; `extended`:
+    the run added metrics to a finished record (a failed extension leaves its numbers as they were)."""
     store.write(record)
     summary.ran.append(record["name"])
-    echo(f"{record['status']:>8}  {record['name']}  {_headline(record)}")
+    last = record["extensions"][-1] if extended else {}
+    if record["status"] == "failed" or "error" in last:
+        error = record.get("error") if record["status"] == "failed" else f"adding metrics: {last['error']}"
+        summary.failed.append((record["name"], error))
+        echo(f"{'failed':>8}  {record['name']}  {error}")
+    elif extended:
+        echo(f"{'extended':>8}  {record['name']}  +{', '.join(last['metrics'])}: {_headline(record)}")
+    else:
+        echo(f"{record['status']:>8}  {record['name']}  {_headline(record)}")
 
 
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
@@ -233,10 +328,13 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
             if store.is_done(cell.name, cell_hash, force=force, stamp_at_start=stamps[cell.name]):
                 summary.skipped.append(cell.name)
                 continue
-            record = dict(record_header(cell, config, cell_hash, provenance),
-                          **execute_cell(cell, config, sessions, device, progress))
-            finish_cell(store, summary, record, echo)
-            if fail_fast and record["status"] == "failed":
+            header = record_header(cell, config, cell_hash, provenance)
+            previous = store.read(cell.name)
+            if not extendable(previous, header["base_hash"], force):
+                previous = None
+            result = execute_cell(cell, config, sessions, device, progress, previous=previous)
+            finish_cell(store, summary, merge_record(header, result, previous), echo, extended=previous is not None)
+            if fail_fast and summary.failed and summary.failed[-1][0] == cell.name:
                 break
     return summary
 

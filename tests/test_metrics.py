@@ -263,3 +263,42 @@ def test_validate_with_metrics_loads_no_torch_and_checks_each_metric(tmp_path):
         load_config(grid(tmp_path, ["wanda"], "[{name: perplexity, dataset: wikitxt2}]"))
     with pytest.raises(UsageError, match="unknown lm-eval task 'prunebench_lastword_wikitxt2'"):
         load_config(grid(tmp_path, ["wanda"], "[{name: zero-shot, names: [prunebench_lastword_wikitxt2]}]"))
+
+
+def test_a_finished_grid_gains_new_metrics_without_rerunning_its_numbers(tmp_path):
+    """Naming a metric in a finished grid re-prunes each cell, checks it is the model its record
+    measured, runs only the new metric and keeps every number already there; a cell whose model is
+    not reproduced keeps its record untouched and fails only that extension."""
+    from prunebench.runner import cell_status, select_cells
+
+    results = tmp_path / "results"
+    run_grid(load_config(grid(tmp_path, ["magnitude", "wanda"], "[]")), results, progress=False, echo=lambda line: None)
+    store = ResultsStore(results)
+    before = {r["name"]: r for r in store.records()}
+    wanda = next(name for name in before if "wanda" in name)
+    # Tamper with one record's first evaluation window: that cell can no longer be reproduced.
+    tampered = dict(before[wanda])
+    label = next(iter(tampered["perplexity"]))
+    tampered["perplexity"] = {label: dict(tampered["perplexity"][label],
+                                          window_nlls=[9.0] + tampered["perplexity"][label]["window_nlls"][1:])}
+    store.write(tampered)
+
+    config = load_config(grid(tmp_path, ["magnitude", "wanda"], "[size]"))
+    lines = []
+    summary = run_grid(config, results, progress=False, echo=lines.append)
+    after = {r["name"]: r for r in store.records()}
+    assert [name for name, _ in summary.failed] == [wanda] and "first-window NLL" in summary.failed[0][1]
+    assert after[wanda]["perplexity"] == tampered["perplexity"] and "size" not in after[wanda].get("metrics", {})
+    assert "error" in after[wanda]["extensions"][-1]
+    for name, record in after.items():
+        if name == wanda:
+            continue
+        assert record["perplexity"] == before[name]["perplexity"] and record["started"] == before[name]["started"]
+        assert record["metrics"]["size"]["dense_bytes"] > 0
+        assert record["extensions"][-1]["metrics"] == ["size"]
+        assert any(line.startswith("extended") and name in line for line in lines)
+    statuses = {cell.name: cell_status(store, cell, config) for cell in select_cells(config, {})}
+    assert statuses[wanda] == "stale" and all(s == "done" for n, s in statuses.items() if n != wanda)
+    # A second run computes nothing more for the extended cells.
+    again = run_grid(config, results, progress=False, echo=lambda line: None)
+    assert sorted(again.skipped) == sorted(n for n in after if n != wanda)
