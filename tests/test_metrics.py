@@ -298,7 +298,7 @@ def test_a_finished_grid_gains_new_metrics_without_rerunning_its_numbers(tmp_pat
         assert record["extensions"][-1]["metrics"] == ["size"]
         assert any(line.startswith("extended") and name in line for line in lines)
     statuses = {cell.name: cell_status(store, cell, config) for cell in select_cells(config, {})}
-    assert statuses[wanda] == "stale" and all(s == "done" for n, s in statuses.items() if n != wanda)
+    assert statuses[wanda] == "done (metrics to add)" and all(s == "done" for n, s in statuses.items() if n != wanda)
     # A second run computes nothing more for the extended cells.
     again = run_grid(config, results, progress=False, echo=lambda line: None)
     assert sorted(again.skipped) == sorted(n for n in after if n != wanda)
