@@ -9,11 +9,11 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from prunebench.errors import UsageError
-from prunebench.store import DATABASE, ResultsStore
+from prunebench.leaderboard_columns import VIEW, metric_columns
+from prunebench.store import DATABASE, RESERVED, TABLE, ResultsStore
 
-TABLE = "cells"
-# Every column of the store's table: (what it is, unit, which way is better). A column the store gains
-# must be added here; tests/test_browse.py checks that none is left undescribed.
+# The table's own columns: (what it is, unit, which way is better). Every metric value the records hold
+# has a column too, described from the metric registry (`prunebench.leaderboard_columns`).
 COLUMNS = {
     "name": ("the cell's directory under cells/: model, method, sparsity, calibration and seed", None, None),
     "hash": ("content hash of everything that changes the numbers (config, method arguments, versions); "
@@ -25,106 +25,130 @@ COLUMNS = {
                  None),
     "seqlen": ("calibration window length L", "tokens", None),
     "seed": ("calibration sampling seed", None, None),
-    "status": ("ok, diverged (a non-finite perplexity) or failed (the record's error says why)", None, None),
-    "perplexity": ("JSON, per evaluation label: perplexity (lower is better), mean_nll (nats per token), windows, "
-                   "window_length and tokens (tokens), seconds (s), window_nlls", "JSON", "lower (perplexity)"),
+    "status": ("ok, diverged (a metric found the model diverged, e.g. a non-finite perplexity) or failed (the "
+               "record's error says why)", None, None),
     "total_seconds": ("pruning time: calibration forwards, scores, masks and weight updates", "s", "lower"),
     "finished": ("when the record was written, UTC, ISO 8601", None, None),
-    "record": ("the whole record.json: configuration, environment, timings, per-layer sparsity, tasks", "JSON", None),
+    "record": ("the whole record.json: configuration, environment, timings, per-layer sparsity, every metric's "
+               "result", "JSON", None),
+}
+VIEW_COLUMNS = {
+    "metric": ("the registered metric (prunebench list)", None, None),
+    "value": ("which of the metric's values", None, None),
+    "unit": ("the unit of number", None, None),
+    "better": ("which way is better for this value: higher or lower", None, None),
+    "number": ("the value in its unit; null when the cell diverged", "the row's unit", "the row's better"),
+    "column_name": ("the column of the cells table that holds the record's number", None, None),
 }
 UNITS = {"total_seconds": "s"}  # datasette shows these with their unit (Pint names only)
 FACETS = ["model", "method", "sparsity", "seqlen"]
+VIEW_FACETS = ["metric", "value", "model", "method", "sparsity", "seqlen"]
 
-# One row per finished pruned run and evaluation, from the JSON column; the canned queries start here.
-_RUNS = """runs AS (
-  SELECT c.name, c.model, c.method, c.sparsity, c.seqlen, c.seed, c.total_seconds, e.key AS evaluation,
-         json_extract(e.value, '$.perplexity') AS perplexity, json_extract(e.value, '$.windows') AS windows
-  FROM cells AS c, json_each(c.perplexity) AS e
-  WHERE c.status IN ('ok', 'diverged') AND c.method != 'dense'
-)"""
 # Seeds pooled: the mean over seeds, null when any seed diverged (so a diverged seed is never averaged away).
-_SETTINGS = """settings AS (
-  SELECT model, evaluation, sparsity, seqlen, method, COUNT(*) AS seeds,
-         CASE WHEN COUNT(perplexity) = COUNT(*) THEN AVG(perplexity) END AS perplexity,
-         AVG(total_seconds) AS total_seconds
-  FROM runs GROUP BY model, evaluation, sparsity, seqlen, method
+# Each value is ranked its own way: `better` comes from the metric's registered direction.
+_SETTINGS = f"""settings AS (
+  SELECT model, metric, value, unit, better, sparsity, seqlen, method, COUNT(*) AS seeds,
+         CASE WHEN COUNT(number) = COUNT(*) THEN AVG(number) END AS mean
+  FROM {VIEW} WHERE status IN ('ok', 'diverged') AND method != 'dense'
+  GROUP BY model, metric, value, unit, better, sparsity, seqlen, method
 )"""
+_BEST_FIRST = "CASE better WHEN 'higher' THEN -{0} ELSE {0} END"
 QUERIES = {
     "best_method_per_sparsity_and_length": {
-        "title": "Best method per sparsity and calibration length",
-        "description": "For each model, evaluation, sparsity and calibration length L: the method with the lowest "
-                       "perplexity (mean over seeds; lower is better) and the runner-up. Not tested for significance: "
-                       "the HTML report's tables show which differences their 95% intervals support.",
-        "sql": f"""WITH {_RUNS}, {_SETTINGS},
+        "title": "Best method per sparsity and calibration length, for every metric value",
+        "description": "For each model, metric value, sparsity and calibration length L: the method with the best "
+                       "mean over seeds (lowest or highest, as the metric says in the better column) and the "
+                       "runner-up. Not tested for significance: the HTML report's tables show which differences "
+                       "their 95% intervals support.",
+        "sql": f"""WITH {_SETTINGS},
 ranked AS (
-  SELECT *, ROW_NUMBER() OVER (PARTITION BY model, evaluation, sparsity, seqlen ORDER BY perplexity, method) AS place
-  FROM settings WHERE perplexity IS NOT NULL
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY model, metric, value, sparsity, seqlen
+                               ORDER BY {_BEST_FIRST.format('mean')}, method) AS place
+  FROM settings WHERE mean IS NOT NULL
 )
-SELECT best.model, best.evaluation, best.sparsity, best.seqlen, best.method AS best_method,
-       round(best.perplexity, 2) AS perplexity, runner_up.method AS runner_up,
-       round(runner_up.perplexity, 2) AS runner_up_perplexity, best.seeds
+SELECT best.model, best.metric, best.value, best.unit, best.better, best.sparsity, best.seqlen,
+       best.method AS best_method, round(best.mean, 4) AS best, runner_up.method AS runner_up,
+       round(runner_up.mean, 4) AS runner_up_value, best.seeds
 FROM ranked AS best LEFT JOIN ranked AS runner_up
-  ON runner_up.model = best.model AND runner_up.evaluation = best.evaluation AND runner_up.sparsity = best.sparsity
- AND runner_up.seqlen = best.seqlen AND runner_up.place = 2
+  ON runner_up.model = best.model AND runner_up.metric = best.metric AND runner_up.value = best.value
+ AND runner_up.sparsity = best.sparsity AND runner_up.seqlen = best.seqlen AND runner_up.place = 2
 WHERE best.place = 1
-ORDER BY best.model, best.evaluation, best.sparsity, best.seqlen""",
+ORDER BY best.model, best.metric, best.value, best.sparsity, best.seqlen""",
     },
-    "perplexity_per_run": {
-        "title": "Perplexity of every run",
-        "description": "One row per finished run and evaluation: perplexity (lower is better; null: diverged), "
-                       "evaluation windows, pruning time in s (lower is better).",
-        "sql": f"""WITH {_RUNS}
-SELECT name, model, method, sparsity, seqlen, seed, evaluation, round(perplexity, 2) AS perplexity, windows,
-       round(total_seconds, 2) AS total_seconds
-FROM runs ORDER BY model, evaluation, sparsity, seqlen, perplexity IS NULL, perplexity""",
+    "values_per_run": {
+        "title": "Every metric value of every run",
+        "description": "One row per finished cell (the dense baseline included) and metric value, in its unit "
+                       "(null: diverged), best first within each model, value, sparsity and length.",
+        "sql": f"""SELECT name, model, method, sparsity, seqlen, seed, metric, value, unit, better,
+       round(number, 4) AS number
+FROM {VIEW} WHERE status IN ('ok', 'diverged')
+ORDER BY model, metric, value, sparsity, seqlen, number IS NULL, {_BEST_FIRST.format('number')}""",
     },
     "fastest_method_per_sparsity_and_length": {
         "title": "Pruning time per method, sparsity and calibration length",
-        "description": "Mean pruning time over seeds in s (lower is better) beside the perplexity (lower is better), "
-                       "fastest first in each setting.",
-        "sql": f"""WITH {_RUNS}, {_SETTINGS}
-SELECT model, evaluation, sparsity, seqlen, method, round(total_seconds, 2) AS total_seconds,
-       round(perplexity, 2) AS perplexity, seeds
-FROM settings ORDER BY model, evaluation, sparsity, seqlen, total_seconds""",
-    },
-    "zero_shot_accuracy": {
-        "title": "Zero-shot accuracy",
-        "description": "Mean lm-eval accuracy over the grid's tasks, in percent (higher is better), per run.",
-        "sql": """SELECT name, model, method, sparsity, seqlen, seed,
-       round(100 * json_extract(record, '$.tasks.mean_acc'), 2) AS mean_acc_percent
-FROM cells WHERE json_extract(record, '$.tasks.mean_acc') IS NOT NULL
-ORDER BY model, sparsity, seqlen, mean_acc_percent DESC""",
+        "description": "Mean pruning time over seeds in s (lower is better), fastest first in each setting.",
+        "sql": f"""SELECT model, sparsity, seqlen, method, COUNT(*) AS seeds,
+       round(AVG(total_seconds), 2) AS total_seconds
+FROM {TABLE} WHERE status IN ('ok', 'diverged') AND method != 'dense'
+GROUP BY model, sparsity, seqlen, method ORDER BY model, sparsity, seqlen, total_seconds""",
     },
     "failed_cells": {
         "title": "Failed cells",
         "description": "Cells whose run failed, with the error; rerun them with prunebench run (failed cells are retried).",
-        "sql": """SELECT name, model, method, sparsity, seqlen, seed, json_extract(record, '$.error') AS error, finished
-FROM cells WHERE status = 'failed' ORDER BY name""",
+        "sql": f"""SELECT name, model, method, sparsity, seqlen, seed, json_extract(record, '$.error') AS error, finished
+FROM {TABLE} WHERE status = 'failed' ORDER BY name""",
     },
 }
 
 
-def column_description(column: str) -> str:
-    """`what it is. Unit: …. Better: ….`, the text datasette shows for a column."""
-    what, unit, better = COLUMNS.get(column, ("not described (a column newer than prunebench.browse)", None, None))
+def _described(what: str, unit: str | None, better: str | None) -> str:
     return f"{what}. Unit: {unit or 'none'}. Better: {better or 'neither (not a score)'}."
 
 
-def table_columns(database: Path) -> list[str]:
+def column_descriptions(columns: list[str], records: list[dict]) -> dict[str, str]:
+    """`what it is. Unit: …. Better: ….` for each column: the table's own from COLUMNS, a metric value's
+    from its registered metric."""
+    metrics = metric_columns(records, RESERVED)
+    described = {}
+    for column in columns:
+        if column in metrics:
+            described[column] = metrics[column].description()
+        else:
+            described[column] = _described(*COLUMNS.get(column, ("not described (a column newer than "
+                                                                  "prunebench.browse)", None, None)))
+    return described
+
+
+def table_columns(database: Path, table: str = TABLE) -> list[str]:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return [row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")]
+        return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def metadata(database: Path) -> dict:
-    """datasette metadata for the leaderboard: column descriptions and units, facets, canned queries."""
-    columns = {column: column_description(column) for column in table_columns(database)}
+def metadata(database: Path, records: list[dict] | None = None) -> dict:
+    """datasette metadata for the leaderboard: column descriptions and units, facets, canned queries.
+    `records`: the store's (read from the database's folder when not given)."""
+    if records is None:
+        records = ResultsStore(Path(database).parent).records()
+    metrics = {column.metric: column.metric_description for column in metric_columns(records, RESERVED).values()}
+    described = "".join(f" {name}: {description}." for name, description in metrics.items())
     return {
         "title": "prunebench leaderboard",
-        "description": "One row per benchmark cell (model x method x sparsity x calibration length x seed). "
-                       "See the canned queries for the best method per sparsity and length.",
+        "description": "One row per benchmark cell (model x method x sparsity x calibration length x seed), a "
+                       f"column per metric value; {VIEW}: a row per cell and metric value. See the canned queries "
+                       "for the best method per sparsity and length.",
         "databases": {Path(database).stem: {
-            "tables": {TABLE: {"description": "Every cell of the grid, as the results store wrote it.",
-                               "columns": columns, "units": UNITS, "facets": FACETS, "label_column": "name"}},
+            "tables": {
+                TABLE: {"description": "Every cell of the grid, as the results store wrote it, with a column per "
+                                       f"metric value.{described}",
+                        "columns": column_descriptions(table_columns(database), records), "units": UNITS,
+                        "facets": FACETS, "label_column": "name"},
+                VIEW: {"description": "A row per cell and metric value (the registered metrics' values, in their "
+                                      "unit, with which way is better).",
+                       "columns": {column: _described(*VIEW_COLUMNS[column]) if column in VIEW_COLUMNS
+                                   else column_descriptions([column], [])[column]
+                                   for column in table_columns(database, VIEW)},
+                       "facets": VIEW_FACETS},
+            },
             "queries": QUERIES,
         }},
     }
@@ -137,12 +161,13 @@ def serve(results_dir: "str | Path", host: str = "127.0.0.1", port: int = 8001, 
     root = Path(results_dir)
     if not (root / "cells").is_dir():
         raise UsageError(f"No results in {root}; run 'prunebench run' first.")
-    database = ResultsStore(root).root / DATABASE  # opening the store brings the database up to date
+    store = ResultsStore(root)  # opening the store brings the database up to date
+    database = store.root / DATABASE
     from datasette.cli import cli
 
     # The metadata reaches datasette through a pipe, not a temporary file: datasette's server ends on
     # SIGTERM by re-raising it, so nothing after it runs to delete a file. A few KiB fit the pipe's buffer.
-    text = json.dumps(metadata(database))
+    text = json.dumps(metadata(database, store.records()))
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "w") as pipe:
         pipe.write(text)

@@ -1,13 +1,14 @@
-"""One page per cell of the static report: its results, configuration, timings, per-layer sparsity,
-provenance, and the command that reproduces it."""
+"""One page per cell of the static report: every registered metric's values in its record,
+configuration, timings, per-layer sparsity, provenance, and the command that reproduces it."""
 from __future__ import annotations
 
 import json
 import shlex
 
 from prunebench.html_markup import cell_html, esc, number_cell, page, value_html
-from prunebench.report import perplexity_cells
+from prunebench.metrics import registered_metrics
 from prunebench.store import safe_name
+from prunebench.tablecells import Cell
 
 # The `--only` keys of `prunebench run` that pick out one cell of a grid.
 REPRODUCE_KEYS = ("model", "method", "sparsity", "seqlen", "seed")
@@ -41,40 +42,33 @@ def _section(title: str, content: str, section_id: str) -> str:
     return f'<section id="{section_id}"><h2>{esc(title)}</h2>\n{content}\n</section>'
 
 
-def _perplexity(record: dict, resamples: int) -> str:
-    """Each evaluation's perplexity with its interval (the record's own window NLLs), and its size."""
-    cells = perplexity_cells([record], resamples)
-    cell = record.get("cell", {})
-    rows = []
-    for label, result in sorted((record.get("perplexity") or {}).items()):
-        shown = (cells.get((cell.get("model"), label)) or {}).get(cell.get("method"), {})
-        value = next(iter(shown.values()), None) or "diverged"
-        size = f"{result.get('windows')} × {result.get('window_length')} tokens" if "windows" in result else ""
-        seconds = result.get("seconds") if isinstance(result.get("seconds"), (int, float)) else None
-        rows.append(f'<tr><th scope="row">{esc(label)}</th>{cell_html(value)}<td>{esc(size)}</td>'
-                    f"{number_cell(seconds, decimals=1)}</tr>")
-    if not rows:
-        return ""
-    return ('<table class="record"><thead><tr><th scope="col">evaluation</th><th scope="col">perplexity ↓</th>'
-            '<th scope="col">windows</th><th scope="col">seconds</th></tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
-
-
-def _tasks(record: dict) -> str:
-    tasks = record.get("tasks") or {}
-    rows = []
-    for task, metrics in sorted(tasks.items()):
-        if isinstance(metrics, dict):
-            shown = ", ".join(f"{k} {v * 100:.2f}%" if k.startswith("acc") else f"{k} {v:g}"
-                              for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
-        elif isinstance(metrics, (int, float)):  # mean_acc, the mean over tasks
-            shown = f"{metrics * 100:.2f}%"
-        else:
+def _metric_results(record: dict, resamples: int) -> str:
+    """Every registered metric's values in the record (`Metric.record_values`): each with its unit, which
+    way is better, and its interval or range where it has one."""
+    parts = []
+    for metric in registered_metrics():
+        result = metric.result_of(record)
+        if not isinstance(result, dict) or not result:
             continue
-        rows.append(f'<tr><th scope="row">{esc(task)}</th><td>{esc(shown)}</td></tr>')
-    if not rows:
-        return ""
-    return ('<h3>Zero-shot tasks (lm-eval)</h3><table class="record"><tbody>' + "".join(rows) + "</tbody></table>")
+        rows = []
+        for value, entry in metric.record_values(result, resamples):
+            better = "higher" if value.higher_is_better else "lower"
+            label = esc(value.label + (f" {value.unit}" if value.unit else ""))
+            if entry is None:
+                shown = cell_html("diverged" if record.get("status") == "diverged" else "not finite")
+            else:
+                shown = cell_html(Cell(entry[0], low=entry[1], high=entry[2], scale=value.scale,
+                                       decimals=value.decimals))
+            rows.append(f'<tr><th scope="row">{label} <span class="arrow" title="{better} is better">'
+                        f'{"↑" if value.higher_is_better else "↓"}</span></th>{shown}</tr>')
+        if rows:
+            parts.append(f'<h3 id="metric-{esc(safe_name(metric.name))}">{esc(metric.name)}</h3>'
+                         f'<p class="hint">{esc(metric.description)}.</p>'
+                         f'<table class="record"><tbody>{"".join(rows)}</tbody></table>')
+    if parts:
+        parts.append('<p class="hint">[low, high]: the value\'s 95% interval, or the range the metric reports '
+                     "(its spread over repeats).</p>")
+    return "".join(parts)
 
 
 def _timings(record: dict) -> str:
@@ -137,7 +131,7 @@ def record_page(record: dict, grid: str, resamples: int) -> str:
                          f"<p>Run from the folder of the grid file{grid_note}. Into a fresh results directory "
                          f"(<code>--results-dir DIR</code>) it runs {runs}; in this one the finished cell is "
                          "skipped unless <code>--force</code> is given.</p>", "reproduce"))
-    results = _perplexity(record, resamples) + _tasks(record)
+    results = _metric_results(record, resamples)
     if results:
         body.append(_section("Results", results, "results"))
     body.append(_section("Configuration", value_html(record.get("cell") or {}), "configuration"))

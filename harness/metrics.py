@@ -69,6 +69,13 @@ class Metric:
             return record.get(self.record_key)
         return (record.get("metrics") or {}).get(self.name)
 
+    def record_values(self, result: dict, resamples: int = 0) -> list[tuple[Value, tuple | None]]:
+        """Each value of one cell's result as (Value, (value, low, high)), None where it is not a finite
+        number: a column each in the SQLite leaderboard, a row each on the cell's page. With `resamples`
+        a metric may add the interval it computes from what the result keeps (perplexity's window NLLs);
+        the default reads the declared values (or every numeric key), with the low and high they give."""
+        return [(value, value_of(result.get(value.key))) for value in value_specs(self, [result])]
+
     def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
         """This metric's report tables (`prunebench.tablecells.Table`); the default is one generic table."""
         return generic_tables(self, records)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from prunebench.hookspecs import hookimpl
-from prunebench.metrics import REQUIRED, Metric, MetricContext
+from prunebench.metrics import REQUIRED, Metric, MetricContext, Value
 
 
 
@@ -77,6 +77,23 @@ class Perplexity(Metric):
 
         return [(f"{label} ↓", reader(label)) for label in self._labels(records)]
 
+    def record_values(self, result: dict, resamples: int = 0) -> list:
+        """Each evaluation's perplexity (None: diverged), with its bootstrap interval over the kept window NLLs."""
+        values = []
+        for label, entry in sorted(result.items()):
+            number = entry.get("perplexity") if isinstance(entry, dict) else None
+            shown = None
+            if isinstance(number, (int, float)) and math.isfinite(number):
+                shown = (float(number), None, None)
+                nlls = entry.get("window_nlls")
+                if resamples and nlls and all(v is not None for v in nlls):
+                    from prunebench.uncertainty import perplexity_estimate
+
+                    estimate = perplexity_estimate(nlls, resamples=resamples)
+                    shown = (float(number), estimate.low, estimate.high)
+            values.append((Value(label, label, False), shown))
+        return values
+
     @staticmethod
     def _labels(records: list[dict]) -> list[str]:
         return sorted({label for r in records for label in (r.get("perplexity") or {})})
@@ -126,6 +143,32 @@ class ZeroShot(Metric):
             return (None if accuracy is None else accuracy * 100), False
 
         return [("mean acc % ↑", read)]  # always shown, as the per-cell table always had it
+
+    def record_values(self, result: dict, resamples: int = 0) -> list:
+        """The mean accuracy, then each task's acc and acc_norm (with their interval from the kept per-item
+        correctness) and lm-eval's perplexity where the task has one."""
+        values = []
+        if isinstance(result.get("mean_acc"), (int, float)):
+            mean = Value("mean_acc", "mean accuracy", True, "%", 100.0)
+            values.append((mean, (float(result["mean_acc"]), None, None)))
+        for task, metrics in sorted(result.items()):
+            if not isinstance(metrics, dict):
+                continue
+            for name, better in (("acc", True), ("acc_norm", True), ("perplexity", False)):
+                number = metrics.get(name)
+                if not isinstance(number, (int, float)) or isinstance(number, bool):
+                    continue
+                low = high = None
+                correct = (metrics.get("correct") or {}).get(name)
+                if resamples and correct:
+                    from prunebench.uncertainty import accuracy_estimate
+
+                    estimate = accuracy_estimate([correct], resamples=resamples)
+                    low, high = estimate.low, estimate.high
+                accuracy = name != "perplexity"
+                values.append((Value(f"{task}.{name}", f"{task} {name}", better, "%" if accuracy else "",
+                                     100.0 if accuracy else 1.0), (float(number), low, high)))
+        return values
 
     def tables(self, records: list[dict], reference: str | None, resamples: int) -> list:
         from prunebench.quality_tables import task_report_tables

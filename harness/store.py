@@ -1,5 +1,6 @@
 """The results store: one directory per cell with an atomically written record.json, plus an SQLite
-leaderboard per results directory that is updated in the same step and rebuilt from the records."""
+leaderboard per results directory that is updated in the same step and rebuilt from the records (its
+metric columns come from the metric registry, `prunebench.leaderboard_columns`)."""
 from __future__ import annotations
 
 import datetime
@@ -21,6 +22,13 @@ SCHEMA = 1
 RECORD = "record.json"
 DATABASE = "leaderboard.sqlite"
 FINISHED = ("ok", "diverged")
+TABLE = "cells"
+# The leaderboard's own columns; each metric value the records hold gets a column between these and
+# `record` (the whole record.json), so the table changes shape when a metric is added.
+CELL_COLUMNS = {"name": "TEXT PRIMARY KEY", "hash": "TEXT", "suite": "TEXT", "model": "TEXT", "method": "TEXT",
+                "sparsity": "TEXT", "seqlen": "INTEGER", "seed": "INTEGER", "status": "TEXT", "total_seconds": "REAL",
+                "finished": "TEXT"}
+RESERVED = frozenset(CELL_COLUMNS) | {"record"}
 
 
 def safe_name(text: str) -> str:
@@ -292,12 +300,11 @@ class ResultsStore:
         for attempt in (1, 2):
             try:
                 with self._database() as db:
-                    db.execute(
-                        "CREATE TABLE IF NOT EXISTS cells (name TEXT PRIMARY KEY, hash TEXT, suite TEXT, model TEXT, "
-                        "method TEXT, sparsity TEXT, seqlen INTEGER, seed INTEGER, status TEXT, perplexity TEXT, "
-                        "total_seconds REAL, finished TEXT, record TEXT)"
-                    )
-                    db.execute("SELECT name, hash, status, record FROM cells LIMIT 1").fetchall()
+                    if not _table_columns(db):
+                        db.execute("BEGIN IMMEDIATE")
+                        if not _table_columns(db):  # another process may have made it meanwhile
+                            _create_table(db, [])
+                    db.execute(f"SELECT name, hash, status, record FROM {TABLE} LIMIT 1").fetchall()
                 return
             except sqlite3.DatabaseError as error:
                 if _disk_full(error):  # not damage: deleting the database would not help
@@ -308,33 +315,51 @@ class ResultsStore:
                 for suffix in ("", "-wal", "-shm"):
                     (self.root / (DATABASE + suffix)).unlink(missing_ok=True)
 
-    @staticmethod
-    def _upsert(db: sqlite3.Connection, record: dict) -> None:
-        cell = record.get("cell", {})
-        db.execute(
-            "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record["name"], record.get("hash"), cell.get("suite"), cell.get("model"), cell.get("method"),
-             cell.get("sparsity"), cell.get("seqlen"), cell.get("seed"), record.get("status"),
-             json.dumps(record.get("perplexity", {})), (record.get("timings") or {}).get("total"),
-             record.get("finished"), json.dumps(record)),
-        )
+    def _upsert(self, db: sqlite3.Connection, record: dict) -> None:
+        """Insert or replace the record's row; a record with a metric value the table has no column for
+        yet has the table rebuilt from every record (the record is on disk before its row is written)."""
+        from prunebench.leaderboard_columns import record_columns
+
+        db.execute("BEGIN IMMEDIATE")  # the table's shape is read and used in one transaction
+        values = {name: number for name, (_, number) in record_columns(record, RESERVED).items()}
+        if not set(values) <= set(_table_columns(db)):
+            self._rebuild(db, self.records())
+            return
+        _insert(db, record, values)
+
+    def _rebuild(self, db: sqlite3.Connection, records: list[dict]) -> None:
+        """The table made anew from the records: a column per metric value they hold."""
+        from prunebench.leaderboard_columns import metric_columns, record_columns
+
+        _create_table(db, list(metric_columns(records, RESERVED).values()))
+        for record in records:
+            record = _finite_or_none(record)
+            _insert(db, record, {name: number for name, (_, number) in record_columns(record, RESERVED).items()})
 
     def sync_database(self) -> None:
         """Make the leaderboard agree with the records (after a crash between the two writes, a deleted
-        cell directory or a quarantined record)."""
+        cell directory or a quarantined record), and its columns with the registered metrics (a metric
+        plugin installed or removed, a table written by an older prunebench)."""
+        from prunebench.leaderboard_columns import metric_columns, record_columns
+
         self._prepare()
         try:
             with self._database() as db:
                 # Take the write lock before listing the records, so a row another runner upserts now
                 # belongs to a record this listing already sees.
                 db.execute("BEGIN IMMEDIATE")
-                records = self.records()
-                known = dict(db.execute("SELECT name, hash || ':' || status FROM cells"))
+                records = [_finite_or_none(record) for record in self.records()]
+                wanted = set(CELL_COLUMNS) | {"record"} | set(metric_columns(records, RESERVED))
+                if set(_table_columns(db)) != wanted:
+                    self._rebuild(db, records)
+                    return
+                known = dict(db.execute(f"SELECT name, hash || ':' || status FROM {TABLE}"))
                 for record in records:
                     if known.get(record["name"]) != f"{record.get('hash')}:{record.get('status')}":
-                        self._upsert(db, record)
+                        _insert(db, record, {name: number for name, (_, number)
+                                             in record_columns(record, RESERVED).items()})
                 gone = set(known) - {record["name"] for record in records}
-                db.executemany("DELETE FROM cells WHERE name = ?", [(name,) for name in gone])
+                db.executemany(f"DELETE FROM {TABLE} WHERE name = ?", [(name,) for name in gone])
         except sqlite3.OperationalError as error:
             if not _disk_full(error):
                 raise
@@ -347,7 +372,35 @@ class ResultsStore:
             return sorted((_finite_or_none(r) for r in self.records()), key=lambda r: r["name"])
         self._prepare()
         with self._database() as db:
-            return [json.loads(row[0]) for row in db.execute("SELECT record FROM cells ORDER BY name")]
+            return [json.loads(row[0]) for row in db.execute(f"SELECT record FROM {TABLE} ORDER BY name")]
+
+
+def _table_columns(db: sqlite3.Connection) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")]
+
+
+def _create_table(db: sqlite3.Connection, metric_columns: list) -> None:
+    """(Re)create the table with the cell columns, one REAL column per metric value, then the record;
+    and the view of the metric values (`prunebench.leaderboard_columns.view_sql`)."""
+    from prunebench.leaderboard_columns import VIEW, view_sql
+
+    db.execute(f"DROP VIEW IF EXISTS {VIEW}")
+    db.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    columns = [f"{name} {kind}" for name, kind in CELL_COLUMNS.items()]
+    columns += [f'"{column.name}" REAL' for column in metric_columns] + ["record TEXT"]
+    db.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
+    db.execute(view_sql(TABLE, metric_columns))
+
+
+def _insert(db: sqlite3.Connection, record: dict, metric_values: dict) -> None:
+    cell = record.get("cell", {})
+    row = {"name": record["name"], "hash": record.get("hash"), "suite": cell.get("suite"), "model": cell.get("model"),
+           "method": cell.get("method"), "sparsity": cell.get("sparsity"), "seqlen": cell.get("seqlen"),
+           "seed": cell.get("seed"), "status": record.get("status"),
+           "total_seconds": (record.get("timings") or {}).get("total"), "finished": record.get("finished"),
+           **metric_values, "record": json.dumps(record)}
+    names = ", ".join(f'"{name}"' for name in row)
+    db.execute(f"INSERT OR REPLACE INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
 
 def _disk_full(error: Exception) -> bool:
