@@ -138,7 +138,8 @@ def vector_and_element(structure) -> dict[str, dict[str, torch.Tensor]]:
 
 class LLMPrunerTaylor(StructuredMethod):
     name = "llm-pruner"
-    description = "first-order Taylor group importance from LM-loss gradients: |sum w*g| (vector) or sum |w*g| (element)"
+    description = ("first-order Taylor group importance from LM-loss gradients: |sum w*g| (vector) or sum |w*g| "
+                   "(element); whole-model gradients of the dense model, so propagate does not apply")
     needs_gradients = True
     arguments = {"reading": "vector", "checkpointing": False}
 

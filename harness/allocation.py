@@ -1,13 +1,17 @@
-"""Layer-wise sparsity allocation: OWL (Yin et al. 2024), outlier-weighted layer sparsities."""
+"""OWL (Yin et al. 2024), a plugin: outlier-weighted layer sparsities for unstructured pruning,
+registered through the allocation hook (REFERENCE.md section 3)."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from prunebench import registry
-from prunebench.accumulate import collect_statistics
 from prunebench.errors import UsageError
-from prunebench.sparsity import SparsityTarget
-from prunebench.walk import capture_inputs, default_device, prunable_linears, walk_layers
+from prunebench.hookspecs import hookimpl
+from prunebench.layer_allocation import LayerAllocation
+
+if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
+    import torch
+
+    from prunebench.sparsity import SparsityTarget
 
 
 def outlier_share(scores: torch.Tensor, m: float) -> float:
@@ -21,6 +25,8 @@ def owl_sparsities(outlier_shares: list[float], sparsity: float, lam: float, flo
     A layer that would fall below `floor` is held at it and the other layers move down together,
     so that the mean stays s (OWL's code raises such a layer without compensating).
     """
+    import torch
+
     shares = torch.tensor(outlier_shares, dtype=torch.float64)
     spread = shares.max() - shares.min()
     keep = (shares - shares.min()) / spread * 2 * lam if spread > 0 else torch.zeros_like(shares)
@@ -41,6 +47,12 @@ def owl_sparsities(outlier_shares: list[float], sparsity: float, lam: float, flo
 def owl_layer_targets(model, calibration, target: SparsityTarget, *, m: float = 5.0, lam: float = 0.08,
                       batch_size: int = 8, device=None, progress: bool = False) -> list[SparsityTarget]:
     """OWL's allocation from Wanda scores on the dense model (dense propagation, as OWL's code)."""
+    import torch
+
+    from prunebench import registry
+    from prunebench.accumulate import collect_statistics
+    from prunebench.walk import capture_inputs, default_device, prunable_linears, walk_layers
+
     if target.is_n_m:
         raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
     if m <= 0 or not 0 <= lam < 0.5:
@@ -59,3 +71,20 @@ def owl_layer_targets(model, calibration, target: SparsityTarget, *, m: float = 
         shares.append(outlier_share(torch.cat(scores), m))
         step.propagate(outputs)  # dense propagation, as OWL's code
     return [target.with_ratio(s) for s in owl_sparsities(shares, target.ratio, lam)]
+
+
+class OWL(LayerAllocation):
+    name = "owl"
+    description = ("OWL: a layer's sparsity falls with its share of Wanda scores above m x their mean, spread "
+                   "2 lambda, mean kept at the target")
+    tracks = ("unstructured",)
+    settings = {"m": 5.0, "lambda": 0.08}
+
+    def layer_sparsities(self, model, calibration, target, settings, *, batch_size, device, progress):
+        return owl_layer_targets(model, calibration, target, m=settings["m"], lam=settings["lambda"],
+                                 batch_size=batch_size, device=device, progress=progress)
+
+
+@hookimpl
+def register_allocations(register):
+    register(OWL())

@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--tasks-path", default=None,
                        help="extra directory of lm-eval task YAMLs; task files can run Python (lm-eval's !function), "
                             "so give only directories you trust")
-    prune.add_argument("--propagate", choices=PROPAGATIONS, default="pruned",
-                       help="which activations feed the next layer's calibration: the pruned or the dense layer's")
+    prune.add_argument("--propagate", choices=PROPAGATIONS, default=None,
+                       help="which activations feed the next layer's calibration: the pruned or the dense layer's "
+                            "(if not given, pruned; structured methods: dense)")
     prune.add_argument("--allocation", choices=ALLOCATIONS, default="uniform", help="layer-wise sparsity")
     prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")

@@ -97,7 +97,7 @@ def run_prune(args, method_args: dict) -> dict:
     dense = {} if args.no_dense_eval else evaluate()
     try:
         report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
-                       propagate=args.propagate, allocation=args.allocation, owl_m=args.owl_m,
+                       propagate=args.propagate or "pruned", allocation=args.allocation, owl_m=args.owl_m,
                        owl_lambda=args.owl_lambda, **arguments)
     except Exception as error:
         failure = method_failure(error, method, "register_methods", args.debug)
@@ -190,6 +190,7 @@ def _print_summary(record: dict, report) -> None:
 
 def run_list() -> None:
     """Print every registered method, statistic, dataset, model and metric with the plugin that gave it."""
+    from prunebench.layer_allocation import tracks_of
     from prunebench.metrics import REQUIRED
 
     sections = [
@@ -201,8 +202,10 @@ def run_list() -> None:
          "register_structured_methods",
          lambda m: [", ".join(m.kinds), m.description, ", ".join(f"{k}={v}" for k, v in m.all_arguments().items())],
          ["method", "plugin", "removes", "description", "arguments (defaults)"]),
-        ("Layer allocations (structured)", "register_allocations", lambda a: [a.description],
-         ["allocation", "plugin", "description"]),
+        ("Layer allocations (unstructured methods: --allocation; structured: --arg allocation=)", "register_allocations",
+         lambda a: [", ".join(tracks_of(a)), a.description,
+                    ", ".join(f"{k}={v}" for k, v in getattr(a, "settings", {}).items()) or "-"],
+         ["allocation", "plugin", "serves", "description", "settings (defaults)"]),
         ("Statistics", "register_statistics", lambda s: [s.description], ["statistic", "plugin", "description"]),
         ("Datasets", "register_datasets", lambda d: [d.description], ["dataset", "plugin", "description"]),
         ("Models", "register_models", lambda a: [a.description], ["model", "plugin", "description"]),

@@ -1,11 +1,13 @@
 """The sequential layer-by-layer pruning engine (REFERENCE.md section 2): orchestration only.
 
 The layer walk is `prunebench.walk`, statistics collection `prunebench.accumulate`, layer-wise
-allocation `prunebench.allocation`; this module ties them to a method and measures the run.
+allocation a registered `prunebench.LayerAllocation` (uniform, OWL in `prunebench.allocation`, or a
+plugin's); this module ties them to a method and measures the run.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,11 +16,11 @@ from torch import nn
 
 from prunebench import registry
 from prunebench.accumulate import collect_statistics
-from prunebench.allocation import owl_layer_targets
 from prunebench.errors import UsageError
+from prunebench.layer_allocation import LayerAllocation, allocation_for, allocation_label, resolve_settings
 from prunebench.memory import measure_peak_memory
 from prunebench.method import LinearContext, PruningMethod
-from prunebench.options import ALLOCATIONS, PROPAGATIONS
+from prunebench.options import PROPAGATIONS
 from prunebench.sparsity import SparsityTarget, parse_sparsity
 from prunebench.walk import capture_inputs, decoder_layers, default_device, prunable_linears, walk_layers
 
@@ -92,6 +94,27 @@ def check_n_m_fits(model: nn.Module, target: SparsityTarget) -> None:
                 )
 
 
+def allocated_targets(allocation: LayerAllocation, model: nn.Module, calibration: torch.Tensor,
+                      target: SparsityTarget, settings: Mapping[str, Any], **run: Any) -> list[SparsityTarget]:
+    """Each decoder layer's target from an unstructured allocation, checked: one per layer, a ratio
+    in [0, 1) (pruned as an exact count per matrix) or a SparsityTarget as it is."""
+    layers = len(decoder_layers(model))
+    given = allocation.layer_sparsities(model, calibration, target, settings, **run)
+    if len(given) != layers:
+        raise UsageError(f"Allocation '{allocation.name}' gave {len(given)} layer sparsities for {layers} decoder "
+                         "layers; fix the plugin to return one per decoder layer.")
+    targets = []
+    for index, value in enumerate(given):
+        if isinstance(value, SparsityTarget):
+            targets.append(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
+            targets.append(target.with_ratio(float(value)))
+        else:
+            raise UsageError(f"Allocation '{allocation.name}' gave layer {index} the sparsity {value!r}; "
+                             "fix the plugin to return ratios in [0, 1).")
+    return targets
+
+
 @torch.no_grad()
 def prune(
     model: nn.Module,
@@ -104,6 +127,7 @@ def prune(
     propagate: str = "pruned",
     progress: bool = True,
     allocation: str = "uniform",
+    allocation_settings: "Mapping[str, Any] | None" = None,
     owl_m: float = 5.0,
     owl_lambda: float = 0.08,
     **method_args: Any,
@@ -112,8 +136,10 @@ def prune(
 
     `calibration` is a LongTensor of token ids (nsamples, L). `propagate` chooses what feeds the
     next layer: the pruned layer's outputs (default, as Wanda and SparseGPT) or the dense ones.
-    `allocation="owl"` gives each decoder layer its own sparsity by OWL (M=`owl_m`,
-    lambda=`owl_lambda`), keeping the mean at the target.
+    `allocation` names a registered unstructured allocation with its `allocation_settings`:
+    "uniform" keeps every layer at the target, "owl" gives each decoder layer its own sparsity by
+    OWL (M=`owl_m`, lambda=`owl_lambda`, the engine's spelling of its settings m and lambda),
+    keeping the mean at the target.
     """
     method = resolve_method(method)
     arguments = method.resolve_arguments(method_args)
@@ -134,22 +160,23 @@ def prune(
         method=method.name, arguments=arguments, sparsity=str(target), propagate=propagate,
         nsamples=calibration.shape[0], seqlen=calibration.shape[1], device=str(device), batch_size=batch_size,
     )
-    if allocation not in ALLOCATIONS:
-        raise UsageError(f"Bad allocation '{allocation}': use one of {', '.join(ALLOCATIONS)}.")
-    if allocation == "owl" and target.is_n_m:
-        raise UsageError("OWL allocation needs an unstructured sparsity ratio, not N:M.")
-    report.allocation = allocation if allocation == "uniform" else f"owl(M={owl_m:g}, lambda={owl_lambda:g})"
+    layer_allocation = allocation_for(allocation, "unstructured", f"method '{method.name}'")
+    # owl_m and owl_lambda are the engine's keywords for OWL's settings (the runner and `prune --owl-m` pass them).
+    legacy = {"m": owl_m, "lambda": owl_lambda} if layer_allocation.name == "owl" else {}
+    settings = resolve_settings(layer_allocation, {**legacy, **(allocation_settings or {})})
+    if target.is_n_m and layer_allocation.name != "uniform":  # an N:M pattern is the same in every layer
+        raise UsageError(f"Allocation '{layer_allocation.name}' gives each layer its own ratio, which needs an "
+                         f"unstructured sparsity ratio, not N:M {target}; give a ratio such as 0.5 or allocation uniform.")
+    report.allocation = allocation_label(layer_allocation, settings)
     watch = _Stopwatch(device)
     counts: dict[str, list[int]] = {}
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     with measure_peak_memory(device) as memory:
-        layer_targets = [target] * len(decoder_layers(model))
-        if allocation == "owl":
-            with watch.time("calibration_forward"):
-                layer_targets = owl_layer_targets(model, calibration, target, m=owl_m, lam=owl_lambda,
-                                                  batch_size=batch_size, device=device, progress=progress)
+        with watch.time("calibration_forward"):
+            layer_targets = allocated_targets(layer_allocation, model, calibration, target, settings,
+                                              batch_size=batch_size, device=device, progress=progress)
         report.layer_targets = [t.ratio for t in layer_targets]
         # A method with no statistics (magnitude) needs no calibration forward at all.
         captured = None

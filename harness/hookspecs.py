@@ -11,11 +11,12 @@ if TYPE_CHECKING:  # type names only: importing them here would load torch for `
 
 
     from prunebench.data import TextDataset
+    from prunebench.layer_allocation import LayerAllocation
     from prunebench.method import PruningMethod, Statistic
     from prunebench.metrics import Metric
     from prunebench.models import ModelAlias
     from prunebench.sparsity import SparsityTarget
-    from prunebench.structured_method import LayerAllocation, StructuredMethod
+    from prunebench.structured_method import StructuredMethod
 
 hookspec = pluggy.HookspecMarker("prunebench")
 hookimpl = pluggy.HookimplMarker("prunebench")
@@ -86,10 +87,12 @@ def register_structured_methods(register: Callable[[StructuredMethod], None]) ->
 def register_allocations(register: Callable[[LayerAllocation], None]) -> None:
     """Register layer allocations: call ``register(allocation)`` with a `prunebench.LayerAllocation`.
 
-    An allocation decides how many structures of each kind each decoder layer loses
-    (`LayerAllocation.allocate`), from the budget, each layer's structure counts and sizes, and the
-    method's scores and layer importances: uniform, FLAP's global ranking, CFSP's sigmoid of block
-    importance, SAAP's importance-ranked layers.
+    An allocation spreads the budget over decoder layers for the tracks it names
+    (`LayerAllocation.tracks`). Unstructured: one sparsity per layer from the model and calibration
+    data (`LayerAllocation.layer_sparsities`; uniform, OWL), with its own settings. Structured: how
+    many structures of each kind each layer loses (`LayerAllocation.allocate`), from the budget, each
+    layer's structure counts and sizes, and the method's scores and layer importances: uniform,
+    FLAP's global ranking, CFSP's sigmoid of block importance, SAAP's importance-ranked layers.
     """
 
 

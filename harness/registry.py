@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "prunebench.baselines.ria",
     "prunebench.baselines.sparsegpt",
     "prunebench.plugins.ace",
+    "prunebench.allocation",
     "prunebench.structured_allocation",
     "prunebench.baselines.structured",
     "prunebench.plugins.cfsp",

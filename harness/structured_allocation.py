@@ -1,5 +1,6 @@
 """Turns a structured budget into per-layer removal counts: the plan every allocation reads, the
-rounding rules, and the built-in allocations (a plugin): uniform and FLAP's global ranking."""
+rounding rules, and the built-in allocations (a plugin): uniform, which also serves unstructured
+pruning (every layer at the target), and FLAP's global ranking."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
-from prunebench.structured_method import LayerAllocation, LayerScores
+from prunebench.layer_allocation import LayerAllocation
+from prunebench.structured_method import LayerScores
 
 
 @dataclass
@@ -72,6 +74,17 @@ class Plan:
             result.append(removed)
         return result
 
+    def most_removable(self) -> float:
+        """The largest fraction of all prunable parameters that can go while every layer keeps one
+        head and `round_to` channels."""
+        return sum(self.max_ratio(i) * layer.parameters for i, layer in enumerate(self.layers)) / self.parameters
+
+    def check_reachable(self) -> None:
+        """Refuse a budget no allocation can meet (layout only: callable before any scoring)."""
+        if self.sparsity > self.most_removable() + 1e-9:
+            raise UsageError(f"Sparsity {self.sparsity:g} cannot be reached while every layer keeps a head and "
+                             f"a channel; the most is {self.most_removable():.3f}.")
+
     def capped(self, ratios: list[float]) -> list[float]:
         """`ratios` clipped to [0, max_ratio] per layer, the excess spread over the others (mean kept)."""
         caps = [self.max_ratio(i) for i in range(len(self.layers))]
@@ -79,7 +92,7 @@ class Plan:
         target = sum(r * w for r, w in zip(ratios, weights))
         if target > sum(c * w for c, w in zip(caps, weights)) + 1e-9:
             raise UsageError(f"Sparsity {self.sparsity:g} cannot be reached while every layer keeps a head and "
-                             f"a channel; the most is {sum(c * w for c, w in zip(caps, weights)) / sum(weights):.3f}.")
+                             f"a channel; the most is {self.most_removable():.3f}.")
         ratios = [min(max(r, 0.0), c) for r, c in zip(ratios, caps)]
         for _ in range(len(ratios)):  # water-filling: each pass fills at least one more layer to its cap
             missing = target - sum(r * w for r, w in zip(ratios, weights))
@@ -105,7 +118,14 @@ def mean_preserving_ratios(plan: Plan, weights: list[float]) -> list[float]:
 
 class Uniform(LayerAllocation):
     name = "uniform"
-    description = "every layer loses the same fraction of its prunable parameters"
+    description = "every layer loses the same fraction of its prunable parameters (unstructured: every layer at the target)"
+    tracks = ("unstructured", "structured")
+    needs_scores = False
+
+    def layer_sparsities(self, model, calibration, target, settings, *, batch_size, device, progress):
+        from prunebench.walk import decoder_layers
+
+        return [target] * len(decoder_layers(model))  # the target itself: N:M stays a pattern, counts as given
 
     def allocate(self, plan, **args):
         return plan.counts_for_ratios(mean_preserving_ratios(plan, [1.0] * len(plan.layers)))

@@ -18,19 +18,21 @@ def run_structured_prune(args, method_args: dict) -> dict:
     from prunebench.data import calibration_documents, evaluation_text, resolve_dataset, sample_calibration, tokenize_text
     from prunebench.efficiency import measure_speed, parameter_count
     from prunebench.evaluate import perplexity
+    from prunebench.layer_allocation import allocation_names
     from prunebench.models import check_fits_context, load_model, parse_dtype
     from prunebench.pruned_models import save_structured
-    from prunebench.structure import read_structures
-    from prunebench.structured_engine import check_target, structured_prune
+    from prunebench.structured_engine import (check_budget, check_propagation, check_target, structured_allocation,
+                                              structured_prune)
     from prunebench.walk import default_device
 
     method = registry.get_structured_method(args.method)
     arguments = method.resolve_arguments(method_args)
     check_target(method, args.sparsity)
-    registry.get_allocation(arguments["allocation"])
+    propagate = args.propagate or "dense"  # structured methods score on the dense model unless asked
+    check_propagation(method, structured_allocation(method, arguments), propagate)
     if args.allocation != "uniform":
         raise UsageError(f"--allocation is for unstructured methods; give '{method.name}' --arg allocation=NAME "
-                         f"({', '.join(registry.registered('register_allocations'))}).")
+                         f"({', '.join(allocation_names('structured'))}).")
     resolve_dataset(args.calib_dataset)
     if args.eval_dataset:
         resolve_dataset(args.eval_dataset)
@@ -44,8 +46,8 @@ def run_structured_prune(args, method_args: dict) -> dict:
     # A hub id or GGUF file has no config.json to check before loading (run_prune checked the others).
     check_fits_context(model, args.model, {"--seqlen": args.seqlen,
                                            **({"--eval-seqlen": args.eval_seqlen} if args.eval_dataset else {})})
-    if set(method.kinds) - {"layers"}:
-        read_structures(model)  # a model whose head layout cannot be read fails before any work
+    # An unreadable head layout or a budget that would empty a layer fails now, before any forward.
+    check_budget(model, method, args.sparsity, arguments)
     model.to(device)
     calibration = sample_calibration(tokenizer, calibration_documents(args.calib_dataset, args.data_dir),
                                      args.nsamples, args.seqlen, args.seed)
@@ -60,7 +62,7 @@ def run_structured_prune(args, method_args: dict) -> dict:
     dense = copy.deepcopy(model) if args.speed_repeats else None  # the same-process speed reference
     try:
         report = structured_prune(model, method, args.sparsity, calibration, batch_size=args.batch_size,
-                                  device=device, progress=True, **arguments)
+                                  device=device, propagate=propagate, progress=True, **arguments)
     except Exception as error:
         from prunebench.commands import method_failure
 

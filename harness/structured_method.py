@@ -1,5 +1,6 @@
 """Base classes a structured-pruning plugin subclasses: a method that scores coupled structures, and a
-layer allocation that turns scores and a budget into how many structures each layer loses."""
+layer allocation that turns scores and a budget into how many structures each layer loses (defined
+with the allocation hook's other track in `prunebench.layer_allocation`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunebench.errors import UsageError
+from prunebench.layer_allocation import LayerAllocation  # noqa: F401 - a structured plugin's base class too
 from prunebench.method import coerce_like
 
 if TYPE_CHECKING:
@@ -89,17 +91,6 @@ class StructuredMethod:
         if resolved["round_to"] < 1:
             raise UsageError(f"Bad {self.name}.round_to {resolved['round_to']}: use 1 (none), 8, 64 or 128.")
         return resolved
-
-
-class LayerAllocation:
-    """How many structures of each kind each decoder layer loses, given the budget and the scores."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-
-    def allocate(self, plan: Any, **args: Any) -> list[dict[str, int]]:
-        """Per layer, kind -> number of structures to remove; `plan` is a `prunebench.structured_allocation.Plan`."""
-        raise NotImplementedError
 
 
 def group_sum(structure: LayerStructure, per_weight: Mapping[str, torch.Tensor], kind: str) -> torch.Tensor:

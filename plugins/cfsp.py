@@ -13,8 +13,9 @@ import math
 from typing import TYPE_CHECKING
 
 from prunebench.hookspecs import hookimpl
+from prunebench.layer_allocation import LayerAllocation
 from prunebench.structured_allocation import mean_preserving_ratios
-from prunebench.structured_method import LayerAllocation, LayerScores, StructuredMethod, token_cosines
+from prunebench.structured_method import LayerScores, StructuredMethod, token_cosines
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
     import torch

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from prunebench.baselines.structured import BOTH_KINDS, vector_and_element
 from prunebench.errors import UsageError
 from prunebench.hookspecs import hookimpl
+from prunebench.layer_allocation import LayerAllocation
 from prunebench.structured_allocation import mean_preserving_ratios
-from prunebench.structured_method import LayerAllocation, LayerScores, StructuredMethod
+from prunebench.structured_method import LayerScores, StructuredMethod
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
     import torch
@@ -33,7 +34,8 @@ def uncertainty_fusion(vector: torch.Tensor, element: torch.Tensor, vector_scale
 class SAAP(StructuredMethod):
     name = "saap"
     description = ("heads + FFN channels: gradient vector- and element-wise importance fused by homoscedastic "
-                   "uncertainty; importance-ranked layers; optional LoRA recovery (recover_tokens > 0)")
+                   "uncertainty; importance-ranked layers; optional LoRA recovery (recover_tokens > 0); whole-model "
+                   "gradients of the dense model, so propagate does not apply")
     needs_gradients = True
     allocation = "saap-rank"
     arguments = {"protect": 0.25, "checkpointing": False, "recover_tokens": 0, "lora_rank": 8, "lora_lr": 1e-4}

@@ -15,6 +15,7 @@ from prunebench import registry
 from prunebench.baselines.structured import block_influence
 from prunebench.cli import main
 from prunebench.errors import UsageError
+from prunebench.layer_allocation import LayerAllocation
 from prunebench.models import load_model
 from prunebench.plugins.cfsp import angular_importance, channel_scores, sigmoid_removal_ratios
 from prunebench.plugins.saap import ranked_removal_ratios, uncertainty_fusion
@@ -296,13 +297,170 @@ def test_cli_prunes_saves_and_lists(tmp_path, capsys):
     (["--model", "tiny-llama", "--method", "cfsp", "--sparsity", "2:4"], "not N:M"),
     (["--model", "tiny-opt", "--method", "saap", "--sparsity", "0.3"], "Cannot read the head layout"),
     (["--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.75"], "every attention head"),
-    (["--model", "tiny-llama", "--method", "flap", "--sparsity", "0.95"], "every attention head or FFN channel"),
-    (["--model", "tiny-llama", "--method", "cfsp", "--arg", "allocation=owl"], "Unknown allocation"),
+    (["--model", "tiny-llama", "--method", "flap", "--sparsity", "0.95"], "cannot be reached while every layer keeps"),
+    (["--model", "tiny-llama", "--method", "cfsp", "--arg", "allocation=owl"], "serves unstructured pruning, not structured"),
+    (["--model", "tiny-llama", "--method", "cfsp", "--arg", "allocation=globl"], "Did you mean: global"),
 ])
 def test_bad_structured_input_is_one_line_exit_2(argv, message, capsys):
     assert main(["prune", "--nsamples", "2", "--seqlen", "16", *argv]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+# --- The budget is refused from the layer layout alone, before any forward or backward ----------
+
+@pytest.fixture
+def no_calibration_work(monkeypatch):
+    """Every way a structured run touches calibration data or scores raises: a refusal must come first."""
+    import prunebench.data
+    import prunebench.structured_engine as engine
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("calibration work before the budget check")
+
+    monkeypatch.setattr(engine, "capture_inputs", forbidden)
+    monkeypatch.setattr(engine, "accumulate_gradients", forbidden)
+    for name in METHODS:
+        monkeypatch.setattr(type(registry.get_structured_method(name)), "score_layer", forbidden)
+    monkeypatch.setattr(prunebench.data, "sample_calibration", forbidden)
+
+
+@pytest.mark.parametrize("method,sparsity,message", [
+    # Uniform counts from sparsity and layout: 0.75 of 2 key/value groups rounds to both.
+    ("magnitude-sp", 0.75, "every attention head of layer 0"),
+    ("wanda-sp", 0.75, "every attention head of layer 0"),
+    ("llm-pruner", 0.75, "every attention head of layer 0"),
+    # Beyond what the layers can lose while each keeps a head and a channel (at most 0.828): any allocation.
+    ("magnitude-sp", 0.99, "Sparsity 0.99 cannot be reached while every layer keeps a head and a channel"),
+    ("flap", 0.95, "cannot be reached while every layer keeps a head and a channel"),
+    ("saap", 0.95, "cannot be reached while every layer keeps a head and a channel"),
+    ("shortgpt", 0.8, "would remove all 2 decoder layers"),
+])
+def test_an_impossible_budget_fails_before_any_calibration_work(no_calibration_work, calibration, method, sparsity,
+                                                                message):
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(UsageError, match=message):
+        structured_prune(model, method, sparsity, calibration)
+
+
+def test_cli_refuses_the_budget_right_after_loading_the_model(no_calibration_work, capsys):
+    import time
+
+    from prunebench.models import load_model as load
+
+    load("tiny-llama")  # warm: what is timed below is the command, not the first import
+    start = time.perf_counter()
+    assert main(["prune", "--model", "tiny-llama", "--method", "magnitude-sp", "--sparsity", "0.99",
+                 "--eval-dataset", "pydoc", "--nsamples", "2", "--seqlen", "16"]) == 2
+    elapsed = time.perf_counter() - start
+    error = capsys.readouterr().err
+    assert "Sparsity 0.99 cannot be reached" in error and error.count("\n") == 1
+    assert elapsed < 5, elapsed  # well under a second unloaded; bounded loosely for a busy machine
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_n_m_is_refused_by_every_structured_method(no_calibration_work, calibration, method):
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(UsageError, match="not N:M sparsity 2:4"):
+        structured_prune(model, method, "2:4", calibration)
+
+
+def test_an_unreadable_head_layout_is_one_line_before_any_calibration_work(no_calibration_work, calibration):
+    model, _ = load_model("tiny-llama")
+    attention = model.model.layers[1].self_attn
+    attention.k_proj = nn.Linear(64, 24, bias=False)  # 24 rows: not a whole number of 16-wide heads
+    with pytest.raises(UsageError) as error:
+        structured_prune(model, "wanda-sp", 0.3, calibration)
+    assert str(error.value).startswith("Cannot read the head layout of LlamaDecoderLayer (layer 1)")
+    assert "\n" not in str(error.value)
+    opt, _ = load_model("tiny-opt")
+    with pytest.raises(UsageError, match="Cannot read the head layout of OPTDecoderLayer"):
+        structured_prune(opt, "magnitude-sp", 0.3, calibration)
+
+
+# --- propagate: scores on the pruned outputs of earlier layers, where the method allows it -------
+
+class FixedCounts(LayerAllocation):
+    """Removes exactly `counts` (set by the test), whatever the budget and the scores."""
+
+    name = "fixed-counts"
+    description = "test: fixed removal counts per layer"
+    needs_scores = False
+    counts: list = []
+
+    def allocate(self, plan, **args):
+        return self.counts
+
+
+def state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_pruned_propagation_scores_each_layer_on_the_pruned_layers_before_it(register_plugin, calibration):
+    pruned, _ = load_model("tiny-llama")
+    report = structured_prune(pruned, "wanda-sp", 0.3, calibration, batch_size=2, propagate="pruned")
+    assert report.propagate.startswith("pruned")
+    dense, _ = load_model("tiny-llama")
+    assert structured_prune(dense, "wanda-sp", 0.3, calibration, batch_size=2).propagate.startswith("dense")
+    assert report.kept == [{"heads": 1, "channels": 102}] * 2  # uniform counts: the same in both runs
+
+    # The known answer, built with dense scoring only: prune layer 0 alone, then score the model with
+    # its pruned layer 0 and prune layer 1 alone; layer 1 then saw the pruned layer 0's outputs.
+    allocation = FixedCounts()
+
+    class Plugin:
+        @prunebench.hookimpl
+        def register_allocations(self, register):
+            register(allocation)
+
+    register_plugin(Plugin())
+    stepwise, _ = load_model("tiny-llama")
+    removed = {"heads": 1, "channels": 26}
+    nothing = {"heads": 0, "channels": 0}
+    for counts in ([removed, nothing], [nothing, removed]):
+        allocation.counts = counts
+        structured_prune(stepwise, "wanda-sp", 0.3, calibration, batch_size=2, allocation="fixed-counts")
+    expected, got, dense_state = state(stepwise), state(pruned), state(dense)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    layer0 = [k for k in expected if k.startswith("model.layers.0.")]
+    layer1 = [k for k in expected if k.startswith("model.layers.1.")]
+    assert all(torch.equal(dense_state[k], got[k]) for k in layer0)  # layer 0 sees the same inputs either way
+    assert not all(torch.equal(dense_state[k], got[k]) for k in layer1)  # layer 1 does not
+
+
+@pytest.mark.parametrize("method,arguments,message", [
+    ("saap", {}, "whole-model gradients of the dense model, so propagate does not apply"),
+    ("llm-pruner", {}, "whole-model gradients of the dense model, so propagate does not apply"),
+    ("flap", {}, "Allocation 'global' needs every layer's scores before any layer is pruned"),
+    ("cfsp", {}, "Allocation 'cfsp-sigmoid' needs every layer's scores"),
+    ("shortgpt", {}, "ranks every layer before removing any"),
+])
+def test_pruned_propagation_is_refused_where_it_cannot_apply(no_calibration_work, calibration, method, arguments,
+                                                             message):
+    model, _ = load_model("tiny-llama")
+    with pytest.raises(UsageError, match=message):
+        structured_prune(model, method, 0.3, calibration, propagate="pruned", **arguments)
+    with pytest.raises(UsageError, match="Bad propagate 'sideways'"):
+        structured_prune(model, method, 0.3, calibration, propagate="sideways", **arguments)
+
+
+def test_propagation_is_recorded_and_flap_with_uniform_counts_can_propagate_pruned(calibration):
+    model, _ = load_model("tiny-llama")
+    assert structured_prune(model, "llm-pruner", 0.3, calibration).propagate.startswith("not applicable")
+    model, _ = load_model("tiny-llama")
+    report = structured_prune(model, "flap", 0.3, calibration, propagate="pruned", allocation="uniform")
+    assert report.propagate.startswith("pruned") and report.removed_fraction == pytest.approx(0.3, abs=0.02)
+
+
+def test_cli_propagate_for_structured_methods(capsys, tmp_path):
+    assert main(["prune", "--model", "tiny-llama", "--method", "saap", "--propagate", "pruned",
+                 "--nsamples", "2", "--seqlen", "16"]) == 2
+    error = capsys.readouterr().err
+    assert "propagate does not apply" in error and error.count("\n") == 1
+    for given, expected in ((["--propagate", "pruned"], "pruned"), ([], "dense")):
+        assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.3", *given,
+                     "--nsamples", "2", "--seqlen", "16", "--json", str(tmp_path / "r.json")]) == 0
+        assert json.loads((tmp_path / "r.json").read_text())["report"]["propagate"].startswith(expected)
 
 
 def test_speed_is_measured_interleaved_with_paired_ratios():
