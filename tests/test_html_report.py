@@ -1,5 +1,7 @@
 """The static HTML report: deterministic bytes, nothing fetched from the network, a page per cell with the
-command that reproduces it; and in headless Chromium: a screenshot, sorting, filtering, following a link."""
+command that reproduces it; and in headless Chromium: a screenshot, sorting, filtering, the efficiency
+metrics' columns in view at laptop width, following a link."""
+import json
 import os
 import re
 import shlex
@@ -14,16 +16,37 @@ from prunebench.html_record import reproduce_command
 from prunebench.html_report import write_site
 from prunebench.runner import parse_filters, select_cells
 from prunebench.store import ResultsStore
-from synthetic_leaderboard import write_results
+from synthetic_leaderboard import records, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "smollm2-leaderboard"
 
 
+def with_efficiency(made: list[dict]) -> list[dict]:
+    """The records with size (every finished cell), memory and speed (pruned cells) results, shaped as the
+    built-in efficiency metrics write them: the index gains their columns, the site their tables."""
+    for index, record in enumerate(made):
+        if record["status"] != "ok":
+            continue
+        pruned = record["cell"]["method"] != "dense"
+        record["metrics"] = {"size": {"sparse_bytes": 7.1e9 if pruned else 14.2e9, "dense_bytes": 13.5e9,
+                                      "sparse_to_dense": 7.1 / 13.5 if pruned else 14.2 / 13.5,
+                                      "nonzero_parameters": 3.4e9 if pruned else 6.7e9, "linears_2_4": 0}}
+        if pruned:
+            record["metrics"]["memory"] = {"peak_bytes": 14.0e9, "peak_to_dense": 1.0, "csr_peak_to_dense": 1.12}
+            record["metrics"]["speed"] = {"prefill_speedup": {"value": 0.95 + index / 100, "low": 0.9, "high": 1.2},
+                                          "decode_b1_speedup": {"value": 1.01, "low": 0.98, "high": 1.04}}
+    return made
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The synthetic leaderboard's site, written once for every test here (the bootstrap takes seconds)."""
-    results = write_results(tmp_path_factory.mktemp("results"))
+    """The synthetic leaderboard's site, efficiency metrics included, written once for every test here
+    (the bootstrap takes seconds)."""
+    results = tmp_path_factory.mktemp("results")
+    store = ResultsStore(results)
+    for record in with_efficiency(records()):
+        store.write(record)
     index = write_site(results, resamples=200)
     return index.parent
 
@@ -67,6 +90,15 @@ def test_a_cell_page_has_its_record_and_the_command_that_reproduces_it(site):
         assert f"<h2>{section}</h2>" in page
     assert re.search(r"<td data-value=\"[\d.]+\">[\d.]+</td><td data-value=\"0\.485\">0\.4850</td>", page)
     assert "meta-llama/Llama-2-7b-hf" in page and "total" in page and "wikitext2-512x40" in page
+    # Every metric of the record through the registry, with its interval (perplexity: bootstrap over the
+    # windows) or the range it reports (speed: over repeats), its unit and direction.
+    assert re.search(r'wikitext2-512x40 <span class="arrow" title="lower is better">↓</span></th>'
+                     r'<td data-value="[\d.]+">[\d.]+<span class="interval">\[[\d.]+, [\d.]+\]</span></td>', page)
+    assert re.search(r'prefill speedup x <span class="arrow" title="higher is better">↑</span></th>'
+                     r'<td data-value="[\d.]+">[\d.]+<span class="interval">\[0.9, 1.2\]</span></td>', page)
+    assert '<th scope="row">sparse checkpoint MB <span class="arrow" title="lower is better">↓</span></th>' \
+           '<td data-value="7100">7100.00</td>' in page
+    assert '<h3 id="metric-memory">memory</h3>' in page
     failed = (site / "cells" / "model_llama-2-7b_method_wanda_sparsity_0.5_calib_pydoc-16x1024_seed_0.html").read_text()
     assert "<h2>Error</h2>" in failed and "RuntimeError: out of memory" in failed
 
@@ -119,6 +151,14 @@ def _column(browser, table: str, index: int) -> list:
         .map((row) => [row.cells[0].textContent, parseFloat(row.cells[{index}].dataset.value)])""")
 
 
+def _filter(browser, method: str, text: str) -> None:
+    """Set both filters, as a reader choosing a method and typing into the field would."""
+    browser.evaluate(f"""(() => {{ const select = document.getElementById("method-filter");
+        select.value = {json.dumps(method)}; select.dispatchEvent(new Event("change"));
+        const field = document.getElementById("text-filter");
+        field.value = {json.dumps(text)}; field.dispatchEvent(new Event("input")); }})()""")
+
+
 def test_in_chromium_the_page_sorts_filters_and_links(site, browser, tmp_path):
     browser.open((site / "index.html").as_uri())
     shots = Path(os.environ.get("PRUNEBENCH_SCREENSHOTS", tmp_path))
@@ -150,7 +190,27 @@ def test_in_chromium_the_page_sorts_filters_and_links(site, browser, tmp_path):
     assert browser.evaluate("document.getElementById('filter-status').textContent").startswith("showing ")
     browser.screenshot(shots / "report-filtered.png")
 
+    # The one-row-per-cell table has a column per metric from the registry, efficiency ones included: each
+    # sorts best first by its own direction, and on a laptop screen they are all in view, no header overflowing.
+    _filter(browser, "", "")
+    headers = browser.evaluate("Array.from(document.querySelectorAll('#runs-data thead th')).map((th) => th.textContent)")
+    for header, better in (("sparse checkpoint MB ↓", "ascending"), ("prefill speedup x ↑", "descending")):
+        column = headers.index(header)
+        browser.click(f"#runs-data thead th:nth-child({column + 1})")
+        values = [value for _, value in _column(browser, "runs-data", column) if value is not None]  # None: empty
+        assert values == sorted(values, reverse=better == "descending") and len(values) >= 16, header
+    browser.evaluate("document.getElementById('runs').scrollIntoView()")
+    browser.screenshot(shots / "report-runs.png")
+    placed = browser.evaluate("""(() => { const box = document.querySelector('#runs .scroll').getBoundingClientRect();
+        return Array.from(document.querySelectorAll('#runs-data thead th')).map((th) => [th.textContent,
+            th.getBoundingClientRect().right <= box.right + 1, th.scrollWidth <= th.clientWidth]); })()""")
+    metric_headers = headers[headers.index("seed") + 1:headers.index("pruning s ↓")]
+    assert len(metric_headers) == 5  # perplexity, zero-shot, size, memory, speed: each metric's first value
+    assert all(in_view and fits for header, in_view, fits in placed if header in metric_headers), placed
+    assert all(fits for _, _, fits in placed), placed
+
     # Follow the remaining run's link to its page.
+    _filter(browser, "sparsegpt", "2:4 L=16")
     browser.click("#runs-data tbody tr:not([hidden]) a")
     browser.wait_for("location.pathname.endsWith('_sparsity_2-4_calib_pydoc-16x16_seed_0.html') "
                      "&& document.readyState === 'complete'", "the cell's page")
