@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--tasks-path", default=None,
                        help="extra directory of lm-eval task YAMLs; task files can run Python (lm-eval's !function), "
                             "so give only directories you trust")
+    prune.add_argument("--metric", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                       help="measure the pruned model with a registered metric (size, memory, speed, a plugin's; "
+                            "see 'prunebench list'), e.g. speed:repeats=3; repeatable; printed and in --json")
     prune.add_argument("--propagate", choices=PROPAGATIONS, default=None,
                        help="which activations feed the next layer's calibration: the pruned or the dense layer's "
                             "(if not given, pruned; structured methods: dense)")

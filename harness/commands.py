@@ -10,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from prunebench import registry
-from prunebench.errors import UsageError, plugin_failure, raised_in
+from prunebench.errors import UsageError, did_you_mean, plugin_failure, raised_in
 from prunebench.sparsity import parse_sparsity
 
 
@@ -44,12 +44,16 @@ def run_prune(args, method_args: dict) -> dict:
     from prunebench.config import model_facts
     from prunebench.models import check_lengths_fit
 
+    metric_specs = parse_metric_options(args.metric)  # an unknown metric or setting: refused before any loading
     lengths = {"--seqlen": args.seqlen, **({"--eval-seqlen": args.eval_seqlen} if args.eval_dataset else {})}
     context = (model_facts(args.model) or {}).get("context")
     check_lengths_fit(context if isinstance(context, int) else None, args.model, lengths)
     if registry.is_structured(args.method):
         from prunebench.structured_commands import run_structured_prune
 
+        if metric_specs:
+            raise UsageError("--metric measures the masked model of an unstructured method; a structured method's "
+                             "smaller model is timed against the dense one with --speed-repeats N.")
         _note_if_nothing_is_kept(args)
         return run_structured_prune(args, method_args)
     if args.speed_repeats:
@@ -69,6 +73,8 @@ def run_prune(args, method_args: dict) -> dict:
     _note_if_nothing_is_kept(args)  # after the cheap checks (a typo gets its error alone), before the work
 
     model, tokenizer = load_model(args.model, dtype)
+    # Metrics that compare with the dense model (memory, speed) get a copy made from these weights.
+    dense_weights = _prunable_weights_copy(model) if metric_specs else None
     check_n_m_fits(model, target)
     check_fits_context(model, args.model, lengths)  # a hub id or GGUF file: known only once loaded
     calibration = calibration_windows(tokenizer, args.calib_dataset, args.nsamples, args.seqlen, args.seed, args.data_dir)
@@ -106,6 +112,8 @@ def run_prune(args, method_args: dict) -> dict:
         raise failure from error
     after = evaluate()
     pruned = after.get("perplexity")
+    metrics = _run_metrics(metric_specs, model, tokenizer, eval_device, args, str(target), method.name,
+                           eval_ids, dense_weights) if metric_specs else None
 
     record = {
         "model": args.model, "method": method.name, "arguments": arguments, "sparsity": str(target),
@@ -116,6 +124,7 @@ def run_prune(args, method_args: dict) -> dict:
             "pruned_perplexity": pruned.perplexity,
         },
         "tasks": None if tasks is None else {"dense": dense.get("tasks"), "pruned": after["tasks"]},
+        **({"metrics": metrics} if metrics is not None else {}),
         "report": report.to_dict(),
         "provenance": run_provenance(method.name, device=eval_device, batch_size=args.batch_size,
                                      calibration_dataset=args.calib_dataset,
@@ -133,6 +142,92 @@ def run_prune(args, method_args: dict) -> dict:
     return record
 
 
+def parse_metric_options(options: list[str]) -> list:
+    """`--metric NAME[:KEY=VALUE,...]` as checked MetricSpecs: the name and each setting against the
+    registry (did-you-mean), values read as YAML (3, 0.5, true, [1, 8], text), defaults filled in."""
+    import yaml
+
+    from prunebench.metrics import MetricSpec, check_settings
+
+    known = registry.registered("register_metrics")
+    specs = []
+    for option in options:
+        name, _, settings_text = option.partition(":")
+        name = name.strip()
+        if name not in known:
+            raise UsageError(f"--metric {option}: {did_you_mean('metric', name, known)}")
+        given = {}
+        for pair in _split_settings(settings_text):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--metric {option}: write NAME:KEY=VALUE,KEY=VALUE, e.g. --metric speed:repeats=3.")
+            try:
+                given[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError:
+                given[key.strip()] = value  # not YAML (an odd path): the text itself
+        settings, problems = check_settings(known[name].item, given)
+        if problems:
+            raise UsageError(f"--metric {option}: {' '.join(message for _, message in problems)}")
+        if name in {spec.name for spec in specs}:
+            raise UsageError(f"--metric {name} is named twice; give it once, with all its settings.")
+        specs.append(MetricSpec(name, settings))
+    return specs
+
+
+def _split_settings(text: str) -> list[str]:
+    """KEY=VALUE pairs split at the commas outside brackets (decode_batches=[1,8] stays whole)."""
+    pairs, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            pairs.append(current)
+            current = ""
+        else:
+            current += character
+    return [pair for pair in pairs + [current] if pair.strip()]
+
+
+def _prunable_weights_copy(model) -> list:
+    """The prunable linears' weights as they are now, on the CPU (GPU memory is not doubled)."""
+    from prunebench.walk import decoder_layers, prunable_linears
+
+    return [linear.weight.detach().to("cpu", copy=True) for layer in decoder_layers(model)
+            for linear in prunable_linears(layer).values()]
+
+
+def _run_metrics(specs: list, model, tokenizer, device, args, sparsity: str, method: str, eval_ids,
+                 dense_weights: list) -> dict:
+    """The named metrics of the pruned model, through the registry as a grid's cells run them:
+    {metric name: its result}; a dense copy is made only for the metrics that ask for it."""
+    import copy
+
+    import torch
+
+    from prunebench.metrics import PRUNED, MetricContext, run_metrics
+    from prunebench.walk import decoder_layers, prunable_linears
+
+    def dense_model():
+        twin = copy.deepcopy(model)
+        twin_weights = [linear.weight for layer in decoder_layers(twin) for linear in prunable_linears(layer).values()]
+        with torch.no_grad():
+            for weight, dense in zip(twin_weights, dense_weights):
+                weight.copy_(dense)
+        return twin
+
+    def evaluation_tokens(dataset: str):
+        from prunebench.data import evaluation_text, tokenize_text
+
+        if dataset == args.eval_dataset and eval_ids is not None:
+            return eval_ids
+        return tokenize_text(tokenizer, evaluation_text(dataset, args.data_dir))
+
+    context = MetricContext(model=model, tokenizer=tokenizer, device=device, data_dir=args.data_dir, progress=True,
+                            cell_kind=PRUNED, sparsity=sparsity, method=method, eval_seqlen=args.eval_seqlen,
+                            evaluation_tokens=evaluation_tokens, dense_model=dense_model)
+    fields, _ = run_metrics(specs, context)
+    return {spec.name: registry.get_metric(spec.name).result_of(fields) or {} for spec in specs}
+
+
 def method_failure(error: Exception, method, hook_name: str, debug: bool) -> "UsageError | None":
     """The one line for an error the method's own code raised, naming its plugin (the traceback is for
     --debug); None when it should propagate as it is (--debug, a UsageError, or raised elsewhere).
@@ -146,9 +241,9 @@ def method_failure(error: Exception, method, hook_name: str, debug: bool) -> "Us
 
 
 def _note_if_nothing_is_kept(args) -> None:
-    if not (args.eval_dataset or args.tasks or args.save or args.json):
+    if not (args.eval_dataset or args.tasks or args.metric or args.save or args.json):
         print("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither "
-              "evaluated nor saved (only the pruning report is printed)")
+              "evaluated nor saved (only the pruning report is printed; --metric measures it)")
 
 
 def _print_summary(record: dict, report) -> None:
@@ -173,6 +268,7 @@ def _print_summary(record: dict, report) -> None:
             if task != "mean_acc":
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                 rows.append([f"{phase} {task}", f"{shown} ({metrics.get('samples')} examples)"])
+    rows += _metric_rows(record.get("metrics") or {})
     layer = report.layer_sparsity
     rows += [
         ["measured sparsity", f"{report.overall_sparsity:.4f} (layers {min(layer):.4f} .. {max(layer):.4f})"],
@@ -186,6 +282,24 @@ def _print_summary(record: dict, report) -> None:
              for name, d in report.diagnostics.items()]
     rows += [["note", note] for note in report.notes]
     print(tabulate(rows, tablefmt="plain"))
+
+
+def _metric_rows(metrics: dict) -> list[list[str]]:
+    """A row per value of each --metric, as its metric declares it: label, value in its unit, range."""
+    from prunebench.tablecells import Cell, cell_parts
+
+    rows = []
+    for name, result in metrics.items():
+        for value, entry in registry.get_metric(name).record_values(result):
+            arrow = "↑" if value.higher_is_better else "↓"
+            if entry is None:
+                shown = "not finite"
+            else:
+                number, _, interval = cell_parts(Cell(entry[0], low=entry[1], high=entry[2], scale=value.scale,
+                                                      decimals=value.decimals))
+                shown = f"{number}{f' {value.unit}' if value.unit else ''}{interval}"
+            rows.append([f"{name}: {value.label} {arrow}", shown])
+    return rows
 
 
 def run_list() -> None:

@@ -302,3 +302,56 @@ def test_a_finished_grid_gains_new_metrics_without_rerunning_its_numbers(tmp_pat
     # A second run computes nothing more for the extended cells.
     again = run_grid(config, results, progress=False, echo=lambda line: None)
     assert sorted(again.skipped) == sorted(n for n in after if n != wanda)
+
+
+PRUNE = ["prune", "--model", "tiny-llama", "--method", "magnitude", "--sparsity", "0.5", "--nsamples", "2",
+         "--seqlen", "16", "--device", "cpu"]
+
+
+def test_prune_measures_named_metrics_of_one_pruned_model(install_plugin, tmp_path, capsys):
+    """`prunebench prune --metric`: built-in and plugin metrics from the registry, printed in the summary
+    with their direction and range and written to --json, for the one pruned model."""
+    import json
+
+    from prunebench.cli import main
+
+    install_plugin(readme_example_metric(), "zero_share_example", "zero-share")
+    speed = "speed:repeats=2,warmup=0,decode_tokens=2,decode_batches=[1],prompt_length=8,seqlen=16"
+    assert main(PRUNE + ["--metric", "size", "--metric", "zero-share", "--metric", "memory:seqlen=16,csr=false",
+                         "--metric", speed, "--json", str(tmp_path / "prune.json")]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "prune.json").read_text())["metrics"]
+    assert list(metrics) == ["size", "zero-share", "memory", "speed"]
+    # Known answer: magnitude at 50% per layer zeroes exactly half of the decoder linears' weights.
+    assert metrics["zero-share"] == {"zero_share": 0.5}
+    assert re.search(r"zero-share: zero weights ↑\s+50\.00 %", out)
+    assert 0 < metrics["size"]["sparse_bytes"] < metrics["size"]["dense_bytes"]
+    assert re.search(r"size: sparse checkpoint ↓\s+[\d.]+ MB", out)
+    assert "csr_peak_bytes" not in metrics["memory"] and metrics["memory"]["seqlen"] == 16  # its settings reached it
+    measured = metrics["speed"]["measurement"]
+    assert measured["repeats"] == 2 and measured["decode_tokens"] == 2 and set(measured["models"]) == {
+        "dense", "pruned", "csr"}  # its settings reached it, and the dense twin ran beside the pruned model
+    assert re.search(r"speed: prefill speedup ↑\s+[\d.]+ x \[[\d.]+, [\d.]+\]", out)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("sped", "Unknown metric 'sped'. Did you mean: speed"),
+    ("speed:repets=3", "Unknown setting of metric speed 'repets'. Did you mean: repeats"),
+    ("speed:repeats=0", "speed's repeats must be at least 1"),
+    ("speed:repeats", "write NAME:KEY=VALUE"),
+])
+def test_prune_refuses_an_unknown_metric_or_setting_before_loading(option, message, capsys, monkeypatch):
+    from prunebench import models
+    from prunebench.cli import main
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded a model for a bad --metric"))
+    assert main(PRUNE + ["--metric", option]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"--metric {option}: {message}" in error
+
+
+def test_prune_refuses_metrics_for_a_structured_method(capsys):
+    from prunebench.cli import main
+
+    assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.2", "--metric", "size"]) == 2
+    assert "--speed-repeats" in capsys.readouterr().err
