@@ -20,7 +20,7 @@ TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation
 RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
 MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
 RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
-METHOD_KEYS = {"method", "label", "args", "allocation"} | RESTRICTION_KEYS
+METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
 ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
 EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
@@ -69,7 +69,9 @@ class MethodSpec:
     allocation: str = "uniform"
     owl_m: float = 5.0
     owl_lambda: float = 0.08
-    only: Restriction = Restriction()
+    only: Restriction = Restriction()  # a structured method's sparsities are its own ratios, not a pick of the grid's
+    structured: bool = False  # removes whole heads, channels or layers (prunebench.structured_engine)
+    tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
 
 
 @dataclass(frozen=True)
@@ -120,15 +122,18 @@ class BenchmarkConfig:
         """The evaluation window length: the first perplexity evaluation's (what memory and speed use)."""
         return self.perplexity[0].seqlen if self.perplexity else 512
 
-    def tasks_for(self, model: ModelSpec) -> TaskSpec:
-        """The zero-shot settings a model's cells use: the grid's, less the tasks its entry leaves out."""
-        return self.tasks if model.tasks is None else replace(self.tasks, names=model.tasks)
+    def tasks_for(self, model: ModelSpec, method: MethodSpec | None = None) -> TaskSpec:
+        """The zero-shot settings a cell uses: the grid's, less the tasks its model entry leaves out; a
+        method entry's own `tasks` replaces its model's for that method's cells."""
+        names = method.tasks if method is not None and method.tasks is not None else model.tasks
+        return self.tasks if names is None else replace(self.tasks, names=names)
 
-    def metric_specs(self, model: ModelSpec | None = None) -> list:
-        """Every metric a cell (of `model`) runs: the perplexity and tasks shorthand first, then evaluation.metrics."""
+    def metric_specs(self, model: ModelSpec | None = None, method: MethodSpec | None = None) -> list:
+        """Every metric a cell (of `model` and `method`) runs: the perplexity and tasks shorthand first,
+        then evaluation.metrics."""
         from prunebench.metrics import MetricSpec
 
-        tasks = self.tasks if model is None else self.tasks_for(model)
+        tasks = self.tasks if model is None else self.tasks_for(model, method)
         specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
         if tasks.names:
             specs.append(MetricSpec("zero-shot", dict(asdict(tasks), names=list(tasks.names))))
@@ -299,6 +304,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                                 tasks=model_tasks))
 
     methods_registered = registry.registered("register_methods")
+    structured_registered = registry.registered("register_structured_methods")
     methods, labels = [], set()
     for where, entry in _entries(errors, raw.get("methods", []), ("methods",), "method", METHOD_KEYS,
                                  "each method is a name or a mapping with method, label, args, allocation."):
@@ -314,14 +320,19 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if not isinstance(args, dict):
             errors.add(where + ("args",), "args must be a mapping of argument: value.")
             args = {}
-        if name not in methods_registered:
-            errors.add(where + ("method",), str(did_you_mean("method", name, methods_registered)))
+        structured = name in structured_registered and name not in methods_registered
+        if structured:
+            args = _structured_arguments(errors, where, structured_registered[name].item, entry, args)
+        elif name not in methods_registered:
+            errors.add(where + ("method",), str(did_you_mean("method", name, [*methods_registered,
+                                                                             *structured_registered])))
         else:
             try:
                 args = methods_registered[name].item.resolve_arguments(args)
             except UsageError as error:
                 errors.add(where + ("args",), str(error))
-        allocation = entry.get("allocation") or {"name": "uniform"}
+        # A structured entry's `allocation:` was refused above: its allocation is one of its arguments.
+        allocation = (None if structured else entry.get("allocation")) or {"name": "uniform"}
         if isinstance(allocation, str):
             allocation = {"name": allocation}
         if not isinstance(allocation, dict):
@@ -333,8 +344,9 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use one of {', '.join(ALLOCATIONS)}.")
         owl = [_finite_number(errors, allocation.get(key, default), where + ("allocation", key))
                for key, default in (("m", 5.0), ("lambda", 0.08))]
+        method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
         methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")), owl[0], owl[1],
-                                  _restriction(entry)))
+                                  _restriction(entry), structured, method_tasks))
 
     sparsities = []
     for i, value in enumerate(_as_list(raw.get("sparsity", []))):
@@ -347,6 +359,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
             if target.is_n_m and any(m.allocation == "owl" and (m.only.sparsities is None or str(target) in m.only.sparsities)
                                      for m in methods):
                 errors.add(("sparsity", i), f"{target} is N:M but a method uses OWL allocation, which needs a ratio.")
+            for method in (m for m in methods if m.structured and m.only.sparsities is None and target.is_n_m):
+                errors.add(("sparsity", i), f"{target} is N:M, but structured method '{method.method}' takes a ratio "
+                           f"(it removes whole heads, channels or layers); give its entry its own ratios, e.g. "
+                           f"{{method: {method.method}, sparsity: [0.5]}}.")
         except UsageError as error:
             errors.add(("sparsity", i), str(error))
 
@@ -405,6 +421,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         for name in sorted(set(model.tasks or ()) - set(tasks.names)):
             errors.add(("models", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
                        f"({', '.join(tasks.names) or 'none'}); a model entry can only leave tasks out.")
+    for i, method in enumerate(methods):
+        for name in sorted(set(method.tasks or ()) - set(tasks.names)):
+            errors.add(("methods", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
+                       f"({', '.join(tasks.names) or 'none'}); a method entry can only choose among them.")
     metrics = _metrics(errors, evaluation.get("metrics") or [])
 
     device = str(raw.get("device", "auto"))
@@ -519,13 +539,55 @@ def _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds
             only = spec.only
             chosen = {"methods": only.methods, "sparsity": only.sparsities, "lengths": only.lengths, "seeds": only.seeds}
             for key, picked in chosen.items():
-                if picked is None:
-                    continue
+                if picked is None or (key == "sparsity" and getattr(spec, "structured", False)):
+                    continue  # a structured method's ratios are checked with its entry (_structured_sparsities)
                 unknown = [v for v in picked if v not in axes[key]]
                 if unknown or not picked:
                     index = i if i < len(entries) else len(entries) - 1
                     errors.add((section, index, key), f"{', '.join(map(repr, unknown)) or 'an empty list'} is not among "
                                f"the grid's {key} ({', '.join(map(str, axes[key]))}); pick from those.")
+
+
+def _structured_arguments(errors: _Errors, where: tuple, method, entry: dict, args: dict) -> dict:
+    """A structured entry's arguments with defaults filled in (its layer allocation among them), and
+    its own sparsities, which must be ratios: structured removal cannot give an N:M pattern."""
+    # Allocations that serve structured pruning (one that names no tracks serves it; OWL does not).
+    allocations = [name for name, found in registry.registered("register_allocations").items()
+                   if "structured" in getattr(found.item, "tracks", ("structured",))]
+    if "allocation" in entry:
+        errors.add(where + ("allocation",), f"'{method.name}' is a structured method: its layer allocation is an "
+                   f"argument, args: {{allocation: NAME}} ({', '.join(sorted(allocations))}); OWL is for "
+                   "unstructured methods.")
+    if "sparsity" in entry:
+        _structured_sparsities(errors, where + ("sparsity",), method.name, entry["sparsity"])
+    try:
+        args = method.resolve_arguments(args)
+    except UsageError as error:
+        errors.add(where + ("args",), str(error))
+        return args
+    if args["allocation"] not in allocations:
+        errors.add(where + ("args", "allocation"), str(did_you_mean("layer allocation", str(args["allocation"]),
+                                                                    allocations)))
+    return args
+
+
+def _structured_sparsities(errors: _Errors, where: tuple, name: str, raw) -> None:
+    values = _as_list(raw)
+    if not values:
+        errors.add(where, "must not be empty; give the ratios this method runs, e.g. [0.2, 0.3, 0.5].")
+    seen = set()
+    for i, value in enumerate(values):
+        try:
+            target = parse_sparsity(value)
+        except UsageError as error:
+            errors.add(where + (i,), str(error))
+            continue
+        if target.is_n_m:
+            errors.add(where + (i,), f"{target} is N:M, but '{name}' is a structured method (it removes whole heads, "
+                       "channels or layers) and takes a ratio of the prunable parameters; give e.g. 0.5.")
+        elif str(target) in seen:
+            errors.add(where + (i,), f"sparsity {target} is listed twice; list each value once.")
+        seen.add(str(target))
 
 
 def _window_cap(errors, value, where):

@@ -19,14 +19,6 @@ def _tokens(context: MetricContext, length: int, batch: int = 1):
     return torch.randint(0, vocabulary, (batch, length), generator=generator)
 
 
-def _holds_zeros(model) -> bool:
-    """Whether the decoder linears hold zeros for a sparse path to skip; a structured model (whole heads,
-    channels or layers removed) holds none, and CSR would only run its dense weights more slowly."""
-    from prunebench.evaluate import measured_sparsity
-
-    return measured_sparsity(model)["overall"] > 0
-
-
 def _spread(summary: dict) -> dict:
     """A measure_speed summary as a reported value: the median with the range over repeats."""
     return {"value": summary["median"], "low": summary["min"], "high": summary["max"]}
@@ -78,7 +70,7 @@ class Memory(Metric):
         tokens = _tokens(context, seqlen or context.eval_seqlen).to(context.device)
         dense = context.dense_model()
         models = {"dense": dense, "pruned": context.model}
-        if csr and str(context.device).startswith("cpu") and _holds_zeros(context.model):
+        if csr and str(context.device).startswith("cpu") and not context.structured:  # no zeros to skip there
             models["csr"] = sparse_copy(context.model, "csr")[0]
         peaks = {}
         for name, model in models.items():
@@ -133,7 +125,7 @@ class Speed(Metric):
         models = {"dense": context.dense_model(), "pruned": context.model}
         left_dense = {}
         try:
-            if csr and device.type == "cpu" and _holds_zeros(context.model):
+            if csr and device.type == "cpu" and not context.structured:  # CSR of a structured model: no zeros to skip
                 models["csr"], left_dense["csr"] = sparse_copy(context.model, "csr")
             if semi_structured and device.type == "cuda" and context.sparsity == "2:4":
                 half = home_dtype if home_dtype in (torch.float16, torch.bfloat16) else torch.float16

@@ -45,15 +45,21 @@ class Cell:
     def describe(self, config: BenchmarkConfig, metrics: bool = True) -> dict:
         """Everything that changes this cell's numbers (and nothing that does not); `metrics=False`
         leaves out evaluation.metrics, which a finished cell can gain later (`metric_descriptors`)."""
-        evaluation = {"perplexity": [asdict(p) for p in config.perplexity], "tasks": asdict(config.tasks_for(self.model))}
+        evaluation = {"perplexity": [asdict(p) for p in config.perplexity],
+                      "tasks": asdict(config.tasks_for(self.model, self.method))}
         if config.metrics and metrics:  # only when named, so grids without them keep their hashes
             evaluation["metrics"] = metric_descriptors(config)
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
-        if self.method is not None:
+        calibration = {"dataset": self.calibration_dataset, "nsamples": self.nsamples, "seqlen": self.seqlen,
+                       "seed": self.seed}
+        if self.method is not None and self.method.structured:
+            # Its layer allocation is among its arguments; every layer is scored on the dense model, so
+            # the grid's `propagate` changes nothing here.
+            described.update(method=self.method.method, structured=True, arguments=self.method.args,
+                             sparsity=self.sparsity, calibration=calibration)
+        elif self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
-                             sparsity=self.sparsity, propagate=config.propagate,
-                             calibration={"dataset": self.calibration_dataset, "nsamples": self.nsamples,
-                                          "seqlen": self.seqlen, "seed": self.seed})
+                             sparsity=self.sparsity, propagate=config.propagate, calibration=calibration)
             if self.method.allocation == "owl":
                 described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
         return described
@@ -68,12 +74,14 @@ def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
 
 def expand(config: BenchmarkConfig) -> list[Cell]:
     """Dense baselines first (one per model), then models x methods x sparsity x lengths x seeds,
-    less what a model or method entry leaves out with its own methods/sparsity/lengths/seeds."""
+    less what a model or method entry leaves out with its own methods/sparsity/lengths/seeds (a
+    structured method runs its own ratios, when its entry gives them, instead of the grid's)."""
     cells = []
     for model in config.models:
         cells.append(Cell(config.suite, model, None, None, None, None, None, None))
         for method in config.methods:
-            for sparsity in config.sparsities:
+            own = method.structured and method.only.sparsities is not None
+            for sparsity in method.only.sparsities if own else config.sparsities:
                 for seqlen in config.lengths:
                     for seed in config.seeds:
                         if model.only.allows(method.label, sparsity, seqlen, seed) and \
@@ -91,7 +99,8 @@ def plugin_version(method_name: str | None) -> str:
 
     if method_name is None:
         return __version__
-    plugin = registry.registered("register_methods")[method_name].plugin
+    hook = "register_structured_methods" if registry.is_structured(method_name) else "register_methods"
+    plugin = registry.registered(hook)[method_name].plugin
     module = registry.plugin_manager().get_plugin(plugin)
     top = (module.__name__ if isinstance(module, types.ModuleType) else type(module).__module__).split(".")[0]
     if top == "prunebench":

@@ -134,6 +134,8 @@ class MetricContext:
     evaluation_tokens: Callable[[str], Any] | None = None
     # a copy of the model with its dense weights, for metrics that compare with the dense model
     dense_model: Callable[[], Any] | None = None
+    # a structured cell's model: whole heads, channels or layers removed, smaller but with no pruning zeros
+    structured: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Figures from benchmark records, each point with its error bar: every plotted metric (perplexity)
 against calibration length and against sparsity, pruning time against it, and it against each
-efficiency metric's value (size, speed) with the Pareto front marked (PNG and SVG, byte-stable)."""
+efficiency metric's value (size, speed) with the Pareto front marked; for structured cells, apart,
+the metric against parameters kept and against measured prefill speedup (PNG and SVG, byte-stable)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -75,8 +76,8 @@ def _legend_outside(axes, handles=None) -> None:
         axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
 
 
-def _caption(figure, cells: list) -> None:
-    """Say under the figure what the error bars are, or that there are none."""
+def _caption(figure, cells: list, note: str | None = None) -> None:
+    """Say under the figure what the error bars are, or that there are none (and `note`, a second line)."""
     with_interval = sum(1 for c in cells if c.has_interval)
     with_std = sum(1 for c in cells if not c.has_interval and c.std is not None)
     if with_interval == len(cells):
@@ -86,6 +87,8 @@ def _caption(figure, cells: list) -> None:
                 "no per-window NLLs")
     else:
         text = "no error bars: these records carry no per-window NLLs (an older prunebench)"
+    if note:
+        text = f"{text}\n{note}"
     figure.text(0.01, -0.01, text, fontsize=7, color="dimgrey", ha="left", va="top")
 
 
@@ -105,20 +108,30 @@ def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPL
     import matplotlib.pyplot as plt
 
     from prunebench.metrics import registered_metrics
+    from prunebench.report import unstructured_records
+    from prunebench.structured_cells import is_structured_record
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    plotted = [(metric, metric.plot_cells(records, resamples)) for metric in registered_metrics()]
+    # Structured cells are drawn only in their own figures, against their own dense baselines.
+    unstructured = unstructured_records(records)
+    structured = [r for r in records if is_structured_record(r) or r.get("cell", {}).get("method") == "dense"]
+    plotted = [(metric, metric.plot_cells(unstructured, resamples)) for metric in registered_metrics()]
     plotted = [(metric, cells) for metric, cells in plotted if cells]
-    style = _style(sorted({m for _, cells in plotted for by_method in cells.values() for m in by_method if m != "dense"}))
-    times = _times(records)
+    structured_plotted = [(metric, metric.plot_cells(structured, resamples)) for metric, _ in plotted] \
+        if len(unstructured) < len(records) else []
+    style = _style(sorted({m for _, cells in plotted + structured_plotted for by_method in cells.values()
+                           for m in by_method if m != "dense"}))
+    times = _times(unstructured)
     with plt.rc_context(STABLE_RC):
         for metric, cells in plotted:
             written += _metric_plots(plt, metric, cells, times, style, out)
             for efficiency in registered_metrics():
                 if efficiency.pareto_value is not None:
-                    written += _pareto_plots(plt, metric, cells, efficiency, records, style, out)
+                    written += _pareto_plots(plt, metric, cells, efficiency, unstructured, style, out)
+        for metric, cells in structured_plotted:
+            written += _structured_plots(plt, metric, cells, structured, style, out)
     return written
 
 
@@ -136,6 +149,9 @@ def plot_kinds() -> dict[str, str]:
         for efficiency in (m for m in metrics if m.pareto_value is not None):
             kinds[f"{metric.plot_prefix}-vs-{safe_name(efficiency.name)}"] = (
                 f"{name} against {efficiency.pareto_value.label} (Pareto front marked)")
+        kinds[f"structured-{metric.plot_prefix}-vs-params"] = f"{name} against parameters kept, structured methods"
+        kinds[f"structured-{metric.plot_prefix}-vs-speedup"] = (f"{name} against measured prefill speedup, "
+                                                                "structured methods")
     return kinds
 
 
@@ -151,7 +167,8 @@ def pareto_front(points: list[tuple[float, float]], x_higher_better: bool, y_hig
 
 
 def _efficiency_values(records: list[dict], metric, value) -> dict:
-    """{(model, method, sparsity, seqlen): mean over seeds of the metric's value}, finished cells only."""
+    """{(model, method, sparsity, seqlen): (mean over seeds of the metric's value, lowest low, highest
+    high)}: the range covers every seed's own range (a speed's spread over repeats), finished cells only."""
     from prunebench.metrics import value_of
 
     found = defaultdict(list)
@@ -160,8 +177,10 @@ def _efficiency_values(records: list[dict], metric, value) -> dict:
         entry = value_of((result or {}).get(value.key))
         if entry is not None:
             cell = record["cell"]
-            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry[0])
-    return {k: sum(v) / len(v) * value.scale for k, v in found.items()}
+            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry)
+    return {k: (sum(e[0] for e in v) / len(v) * value.scale,
+                min(e[0] if e[1] is None else e[1] for e in v) * value.scale,
+                max(e[0] if e[2] is None else e[2] for e in v) * value.scale) for k, v in found.items()}
 
 
 def _pareto_plots(plt, metric, cells: dict, efficiency, records: list[dict], style: dict, out: Path) -> list[Path]:
@@ -193,15 +212,16 @@ def _against_efficiency(plt, metric, model, label, points, dense, dense_x, effic
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     order = sorted({p[1] for p in points}, key=_sparsity_key)
     shapes = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(order)}
-    for method, sparsity, _, x, cell in points:
-        axes.errorbar([x], [cell.value], yerr=[[e] for e in _error(cell)], marker=shapes[sparsity],
-                      color=style[method]["color"], linestyle="none", capsize=2, markersize=6, zorder=3)
-    front = pareto_front([(p[3], p[4].value) for p in points], value.higher_is_better, metric.higher_is_better)
-    axes.plot([points[i][3] for i in front], [points[i][4].value for i in front], color="black", linestyle="--",
+    for method, sparsity, _, (x, low, high), cell in points:
+        axes.errorbar([x], [cell.value], xerr=[[x - low], [high - x]], yerr=[[e] for e in _error(cell)],
+                      marker=shapes[sparsity], color=style[method]["color"], linestyle="none", capsize=2, markersize=6,
+                      zorder=3)
+    front = pareto_front([(p[3][0], p[4].value) for p in points], value.higher_is_better, metric.higher_is_better)
+    axes.plot([points[i][3][0] for i in front], [points[i][4].value for i in front], color="black", linestyle="--",
               linewidth=1, marker="o", markersize=11, markerfacecolor="none", zorder=4)
     _dense_line(axes, dense)
     if dense is not None and dense.finite and dense_x is not None:
-        axes.plot([dense_x], [dense.value], marker="*", color="grey", markersize=10, linestyle="none", zorder=3)
+        axes.plot([dense_x[0]], [dense.value], marker="*", color="grey", markersize=10, linestyle="none", zorder=3)
     unit = f"{value.unit}, " if value.unit else ""
     axes.set_xlabel(f"{value.label} ({unit}{'higher' if value.higher_is_better else 'lower'} is better)")
     _metric_axis(axes, label, metric)
@@ -213,6 +233,95 @@ def _against_efficiency(plt, metric, model, label, points, dense, dense_x, effic
                           label="Pareto front"))
     if dense is not None and dense.finite:
         handles.append(Line2D([], [], color="grey", linestyle="--", label="dense"))
+    _legend_outside(axes, handles)
+    _caption(figure, [p[4] for p in points], f"horizontal bars: the range {efficiency.name} reports for "
+                                             f"{value.label} (over repeats where it repeats), across seeds")
+    return figure
+
+
+# -- structured cells -----------------------------------------------------------------------------
+
+
+def _structured_plots(plt, metric, cells: dict, records: list[dict], style: dict, out: Path) -> list[Path]:
+    """Per model and evaluation: the metric against parameters kept, and against the speed metric's
+    prefill speedup where it ran; one marker per method, each point labelled with its sparsity."""
+    from prunebench import registry
+    from prunebench.structured_cells import STRUCTURED, parameters_kept
+
+    speed = registry.registered("register_metrics").get("speed")
+    speedup = speed.item.pareto_value if speed is not None else None
+    kept = _setting_values(records, lambda r: (parameters_kept(r), None, None) if r.get(STRUCTURED) else None)
+    fast = _setting_values(records, lambda r: _value_entry(speed.item, speedup, r)) if speedup else {}
+    # (x values, x axis label, scale of x, file name part); both x values are 1 for the dense model
+    axes = [(kept, "parameters kept (% of the dense model's)", 100.0, "params")]
+    if speedup is not None:
+        axes.append((fast, f"{speedup.label} ({speedup.unit}, higher is better)", 1.0, "speedup"))
+    written: list[Path] = []
+    prefix = f"structured-{metric.plot_prefix or metric.name}"
+    for (model, label), by_method in sorted(cells.items()):
+        dense = by_method.get("dense", {}).get((None, None))
+        for values, x_label, scale, stem in axes:
+            points = [(method, sparsity, seqlen, values[(model, method, sparsity, seqlen)], cell)
+                      for method, by_column in sorted(by_method.items()) if method != "dense"
+                      for (sparsity, seqlen), cell in by_column.items()
+                      if cell.finite and (model, method, sparsity, seqlen) in values]
+            if points:
+                figure = _structured_figure(plt, metric, model, label, points, dense, scale, x_label, style)
+                written += _save(plt, figure, out, f"{prefix}-vs-{stem}_{safe_name(model)}_{safe_name(label)}")
+    return written
+
+
+def _value_entry(metric, value, record: dict) -> tuple | None:
+    from prunebench.metrics import value_of
+
+    return value_of((metric.result_of(record) or {}).get(value.key))
+
+
+def _setting_values(records: list[dict], read) -> dict:
+    """{(model, method, sparsity, seqlen): (mean over seeds, lowest low, highest high)} of `read(record)`,
+    a (value, low, high) or None, over finished records."""
+    found = defaultdict(list)
+    for record in records:
+        entry = read(record) if record.get("status") in ("ok", "diverged") else None
+        if entry is not None and entry[0] is not None:
+            cell = record["cell"]
+            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry)
+    result = {}
+    for key, entries in found.items():
+        lows = [e[1] for e in entries if e[1] is not None]
+        highs = [e[2] for e in entries if e[2] is not None]
+        result[key] = (sum(e[0] for e in entries) / len(entries), min(lows) if lows else None,
+                       max(highs) if highs else None)
+    return result
+
+
+def _structured_figure(plt, metric, model, label, points, dense, scale, x_label, style):
+    """Each method a line through its sparsities, with the x range (speed's repeats) and the metric's
+    interval as error bars; the dense model a grey star at its x and a dashed line at its value."""
+    from matplotlib.lines import Line2D
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    lengths = {p[2] for p in points}
+    for method in sorted({p[0] for p in points}):
+        mine = sorted((p for p in points if p[0] == method), key=lambda p: (_sparsity_key(p[1]), p[2]))
+        xs = [p[3][0] * scale for p in mine]
+        xerr = [[max(p[3][0] - p[3][1], 0.0) * scale if p[3][1] is not None else 0.0 for p in mine],
+                [max(p[3][2] - p[3][0], 0.0) * scale if p[3][2] is not None else 0.0 for p in mine]]
+        yerr = list(zip(*[_error(p[4]) for p in mine]))
+        axes.errorbar(xs, [p[4].value for p in mine], xerr=xerr, yerr=yerr, capsize=2, linewidth=1, markersize=6,
+                      label=method, zorder=3, **style[method])
+        for x, point in zip(xs, mine):
+            text = _sparsity_label(point[1]) + (f" L={point[2]}" if len(lengths) > 1 else "")
+            axes.annotate(text, (x, point[4].value), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                          color=style[method]["color"])
+    handles = axes.get_legend_handles_labels()[0]  # the methods' (before the dense line adds its own)
+    _dense_line(axes, dense)
+    if dense is not None and dense.finite:
+        axes.plot([scale], [dense.value], marker="*", color="grey", markersize=10, linestyle="none", zorder=3)
+        handles.append(Line2D([], [], color="grey", marker="*", linestyle="--", label="dense"))
+    axes.set_xlabel(x_label)
+    _metric_axis(axes, label, metric)
+    axes.set_title(f"{model}: structured pruning (points labelled with target sparsity)")
     _legend_outside(axes, handles)
     _caption(figure, [p[4] for p in points])
     return figure

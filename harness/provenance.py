@@ -65,7 +65,10 @@ def run_provenance(method: str | None, *, device: "torch.device | str", batch_si
 
     from prunebench import __version__, registry
 
-    method_version = registry.get_method(method).version if method is not None else None
+    method_version = None
+    if method is not None:  # a structured method's plugin may declare no version
+        found = registry.get_structured_method(method) if registry.is_structured(method) else registry.get_method(method)
+        method_version = getattr(found, "version", None)
     return {
         "prunebench": __version__, "numerics_version": NUMERICS_VERSION, "method_version": method_version,
         "torch": torch.__version__, "transformers": _distribution_version("transformers"),

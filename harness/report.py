@@ -221,11 +221,24 @@ def _check_format(fmt: str) -> None:
 
 def report_tables(records: list[dict], reference: str | None = REFERENCE, *, resamples: int = RESAMPLES) -> list[Table]:
     """Every table of a report, unrendered (cells keep their marks): each registered metric's tables in
-    registration order, then pruning time. The HTML report renders these same objects."""
+    registration order, then pruning time, for the unstructured cells; then the structured cells' own
+    tables, so that no ranking mixes the two. The HTML report renders these same objects."""
     from prunebench.metrics import registered_metrics
+    from prunebench.structured_tables import structured_tables
 
-    return [table for metric in registered_metrics() for table in metric.tables(records, reference, resamples)
-            ] + _timing_tables(records)
+    unstructured = unstructured_records(records)
+    tables = []
+    if any(r["cell"]["method"] != "dense" for r in unstructured) or len(unstructured) == len(records):
+        tables = [table for metric in registered_metrics() for table in metric.tables(unstructured, reference, resamples)
+                  ] + _timing_tables(unstructured)
+    return tables + structured_tables(records, resamples)
+
+
+def unstructured_records(records: list[dict]) -> list[dict]:
+    """The records of dense and unstructured cells (what every table and plot but the structured ones show)."""
+    from prunebench.structured_cells import is_structured_record
+
+    return [r for r in records if not is_structured_record(r)]
 
 
 def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Path | None" = None,

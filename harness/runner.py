@@ -113,30 +113,36 @@ class _ModelSession:
 
 
 def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
-              progress: bool, specs: list | None = None) -> tuple[dict, bool]:
-    """The cell's metrics (from the registry, as the grid names them, or `specs`): (record fields, diverged)."""
+              progress: bool, model: torch.nn.Module, specs: list | None = None) -> tuple[dict, bool]:
+    """The cell's metrics on `model` (from the registry, as the grid names them, or `specs`): (record
+    fields, diverged). The session's model is dense whenever `model` is a structured copy."""
     from prunebench.metrics import DENSE, PRUNED, MetricContext, run_metrics
+    from prunebench.structured_cells import is_structured_cell
 
-    context = MetricContext(model=session.model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
+    context = MetricContext(model=model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
                             progress=progress, cell_kind=DENSE if cell.method is None else PRUNED,
                             sparsity=cell.sparsity, method=cell.method_label, cell=cell.name,
                             eval_seqlen=config.eval_seqlen,
                             evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
-                            dense_model=session.dense_copy)
-    return run_metrics(config.metric_specs(cell.model) if specs is None else specs, context)
+                            dense_model=session.dense_copy, structured=is_structured_cell(cell))
+    return run_metrics(config.metric_specs(cell.model, cell.method) if specs is None else specs, context)
 
 
 def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
-                progress: bool) -> dict:
-    """Put the cell's model in place (dense weights, then the cell's pruning): the pruning part of its record."""
+                progress: bool) -> tuple[dict, torch.nn.Module]:
+    """Put the cell's model in place (dense weights, then the cell's pruning): the pruning part of its
+    record, and the model to measure (the session's own, or a structured cell's pruned copy)."""
     from prunebench.engine import prune
     from prunebench.evaluate import measured_sparsity
     from prunebench.models import check_fits_context
+    from prunebench.structured_cells import is_structured_cell, prune_structured_copy
 
     lengths = {f"evaluation.perplexity[{i}].seqlen": spec.seqlen for i, spec in enumerate(config.perplexity)}
     if cell.method is not None:
         lengths["calibration length"] = cell.seqlen
     check_fits_context(session.model, cell.model.label, lengths)  # validate cannot see a hub or GGUF model's
+    if is_structured_cell(cell):
+        return prune_structured_copy(cell, session, config, device, progress)
     record: dict = {}
     session.restore_dense()
     if cell.method is not None:
@@ -148,12 +154,12 @@ def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, dev
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)
     record["measured_sparsity"] = measured_sparsity(session.model)
-    return record
+    return record, session.model
 
 
 def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
-    record = _prune_cell(cell, session, config, device, progress)
-    evaluated, diverged = _evaluate(cell, session, config, device, progress)
+    record, model = _prune_cell(cell, session, config, device, progress)
+    evaluated, diverged = _evaluate(cell, session, config, device, progress, model)
     record.update(evaluated)
     record["status"] = "diverged" if diverged else "ok"
     return record
@@ -162,13 +168,13 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool,
                  previous: dict) -> dict:
     """A finished cell's record with the grid's metrics it lacks: the cell is pruned again, checked to
-    be the model the record measured (per-layer sparsity, first perplexity window), then only the
-    missing metrics run. What the record already holds is kept as it is."""
-    pruned = _prune_cell(cell, session, config, device, progress)
-    _check_reproduced(cell, session, config, device, previous, pruned)
+    be the model the record measured (per-layer sparsity, or kept structures of a structured cell, and
+    first perplexity window), then only the missing metrics run. What the record already holds is kept."""
+    pruned, model = _prune_cell(cell, session, config, device, progress)
+    _check_reproduced(cell, session, config, device, previous, pruned, model)
     done = previous.get("evaluation_metrics") or []
     missing = [spec for spec, described in zip(config.metrics, metric_descriptors(config)) if described not in done]
-    evaluated, diverged = _evaluate(cell, session, config, device, progress, specs=missing)
+    evaluated, diverged = _evaluate(cell, session, config, device, progress, model, specs=missing)
     record = {key: value for key, value in previous.items() if key not in ("schema", "hash")}
     for key, value in evaluated.items():
         record[key] = dict(record.get(key) or {}, **value) if isinstance(value, dict) else value
@@ -178,20 +184,21 @@ def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, de
 
 
 def _check_reproduced(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
-                      previous: dict, pruned: dict) -> None:
-    """Refuse to add metrics to a record whose model this run did not reproduce."""
+                      previous: dict, pruned: dict, model: torch.nn.Module) -> None:
+    """Refuse to add metrics to a record whose model (`model`, pruned again) this run did not reproduce."""
     from prunebench.evaluate import perplexity
+    from prunebench.structured_cells import is_structured_record, pruned_layout
     from prunebench.walk import on_device
 
-    if pruned["measured_sparsity"]["per_layer"] != previous.get("measured_sparsity", {}).get("per_layer"):
-        raise RuntimeError(f"re-pruning {cell.name} gave other per-layer sparsities than its record; "
-                           "rerun the cell with --force.")
+    if pruned_layout(pruned) != pruned_layout(previous):
+        what = "kept heads, channels or layers" if is_structured_record(pruned) else "per-layer sparsities"
+        raise RuntimeError(f"re-pruning {cell.name} gave other {what} than its record; rerun the cell with --force.")
     spec = config.perplexity[0] if config.perplexity else None
     stored = ((previous.get("perplexity") or {}).get(spec.label) or {}).get("window_nlls") if spec else None
     if not stored:
         return
-    with on_device(session.model, device):
-        again = perplexity(session.model, session.evaluation_tokens(spec.dataset, config), spec.seqlen, 1,
+    with on_device(model, device):
+        again = perplexity(model, session.evaluation_tokens(spec.dataset, config), spec.seqlen, 1,
                            device=device).window_nlls[0]
     if abs(again - stored[0]) > 1e-3 * max(1.0, abs(stored[0])):
         raise RuntimeError(f"re-pruning {cell.name} gave a first-window NLL of {again:.6f}, its record {stored[0]:.6f}; "
