@@ -9,7 +9,7 @@ import sys
 import threading
 
 from prunebench.errors import Terminated, UsageError
-from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
+from prunebench.options import DTYPES, PROPAGATIONS
 from prunebench.zeroshot import VERBOSE_ENV  # light: lm-eval is imported only when tasks run
 
 
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--propagate", choices=PROPAGATIONS, default=None,
                        help="which activations feed the next layer's calibration: the pruned or the dense layer's "
                             "(if not given, pruned; structured methods: dense)")
-    prune.add_argument("--allocation", choices=ALLOCATIONS, default="uniform", help="layer-wise sparsity")
+    prune.add_argument("--allocation", default="uniform",
+                       help="layer-wise sparsity: a registered unstructured allocation (uniform, owl, a plugin's)")
     prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
     prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
     prune.add_argument("--batch-size", type=_positive, default=8, help="calibration batch size")

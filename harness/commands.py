@@ -61,6 +61,11 @@ def run_prune(args, method_args: dict) -> dict:
     method = registry.get_method(args.method)
     arguments = method.resolve_arguments(method_args)
     target = parse_sparsity(args.sparsity)
+    from prunebench.layer_allocation import allocation_for
+
+    allocation_for(args.allocation, "unstructured", "--allocation")  # a typo: refused before loading
+    if target.is_n_m and args.allocation != "uniform":
+        raise UsageError(f"--allocation {args.allocation} needs a sparsity ratio, not N:M {target}; use --allocation uniform.")
     resolve_dataset(args.calib_dataset)
     if args.eval_dataset:
         resolve_dataset(args.eval_dataset)

@@ -12,7 +12,8 @@ import yaml
 
 from prunebench import registry
 from prunebench.errors import UsageError, did_you_mean
-from prunebench.options import ALLOCATIONS, DTYPES, PROPAGATIONS
+from prunebench.layer_allocation import allocation_for, allocation_names, resolve_settings
+from prunebench.options import DTYPES, PROPAGATIONS
 from prunebench.sparsity import parse_sparsity
 
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate",
@@ -69,6 +70,7 @@ class MethodSpec:
     allocation: str = "uniform"
     owl_m: float = 5.0
     owl_lambda: float = 0.08
+    allocation_settings: tuple = ()  # (name, value) pairs of a non-OWL allocation's settings (OWL: owl_m, owl_lambda)
     only: Restriction = Restriction()  # a structured method's sparsities are its own ratios, not a pick of the grid's
     structured: bool = False  # removes whole heads, channels or layers (prunebench.structured_engine)
     tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
@@ -336,16 +338,28 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if isinstance(allocation, str):
             allocation = {"name": allocation}
         if not isinstance(allocation, dict):
-            errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(ALLOCATIONS)}) or a mapping "
-                       f"with name, m, lambda, not {allocation!r}.")
+            errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(allocation_names('unstructured'))}) "
+                       f"or a mapping with name and its settings, not {allocation!r}.")
             allocation = {}
-        _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
-        if allocation.get("name", "uniform") not in ALLOCATIONS:
-            errors.add(where + ("allocation", "name"), f"unknown allocation '{allocation.get('name')}'; use one of {', '.join(ALLOCATIONS)}.")
+        allocation_name = str(allocation.get("name", "uniform"))
+        try:
+            found = allocation_for(allocation_name, "unstructured", "a method entry's allocation")
+        except UsageError as error:
+            errors.add(where + ("allocation", "name"), str(error))
+            found = None
         owl = [_finite_number(errors, allocation.get(key, default), where + ("allocation", key))
-               for key, default in (("m", 5.0), ("lambda", 0.08))]
+               for key, default in (("m", 5.0), ("lambda", 0.08))] if allocation_name == "owl" else [5.0, 0.08]
+        settings = {key: value for key, value in allocation.items() if key != "name"}
+        if found is not None and allocation_name != "owl":  # OWL's m and lambda are checked above
+            try:
+                settings = resolve_settings(found, settings) if settings else {}
+            except UsageError as error:
+                errors.add(where + ("allocation",), str(error))
+        elif allocation_name == "owl":
+            _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
+            settings = {}
         method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
-        methods.append(MethodSpec(label, name, args, str(allocation.get("name", "uniform")), owl[0], owl[1],
+        methods.append(MethodSpec(label, name, args, allocation_name, owl[0], owl[1], tuple(sorted(settings.items())),
                                   _restriction(entry), structured, method_tasks))
 
     sparsities = []
@@ -356,9 +370,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                 errors.add(("sparsity", i), f"sparsity {target} is listed twice; list each value once.")
             sparsities.append(str(target))
             # An OWL method restricted to ratios (its own `sparsity:`) never meets this N:M value.
-            if target.is_n_m and any(m.allocation == "owl" and (m.only.sparsities is None or str(target) in m.only.sparsities)
-                                     for m in methods):
-                errors.add(("sparsity", i), f"{target} is N:M but a method uses OWL allocation, which needs a ratio.")
+            for m in methods:
+                if target.is_n_m and m.allocation != "uniform" and not m.structured and \
+                        (m.only.sparsities is None or str(target) in m.only.sparsities):
+                    errors.add(("sparsity", i), f"{target} is N:M but method '{m.label}' uses the {m.allocation} allocation, "
+                               "which needs a ratio; give that entry its own sparsity: [ratios].")
             for method in (m for m in methods if m.structured and m.only.sparsities is None and target.is_n_m):
                 errors.add(("sparsity", i), f"{target} is N:M, but structured method '{method.method}' takes a ratio "
                            f"(it removes whole heads, channels or layers); give its entry its own ratios, e.g. "

@@ -60,6 +60,8 @@ class Cell:
         elif self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
                              sparsity=self.sparsity, propagate=config.propagate, calibration=calibration)
+            if self.method.allocation_settings:  # only when given, so other cells keep their hashes
+                described["allocation_settings"] = dict(self.method.allocation_settings)
             if self.method.allocation == "owl":
                 described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
         return described

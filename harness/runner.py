@@ -149,7 +149,8 @@ def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, dev
         calibration = session.calibration_tokens(cell, config)
         report = prune(session.model, cell.method.method, cell.sparsity, calibration, batch_size=config.batch_size,
                        device=device, propagate=config.propagate, progress=progress, allocation=cell.method.allocation,
-                       owl_m=cell.method.owl_m, owl_lambda=cell.method.owl_lambda, **cell.method.args)
+                       owl_m=cell.method.owl_m, owl_lambda=cell.method.owl_lambda,
+                       allocation_settings=dict(cell.method.allocation_settings), **cell.method.args)
         record.update(timings=report.timings, peak_memory_bytes=report.peak_memory_bytes,
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)

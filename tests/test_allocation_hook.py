@@ -114,3 +114,45 @@ def test_list_shows_which_track_each_allocation_serves(register_plugin, capsys):
     assert "unstructured, structured" in rows["uniform"]
     assert "unstructured" not in rows["global"] and "structured" in rows["global"]
     assert "low=0.1" in rows["low-then-high"] and "m=5.0, lambda=0.08" in rows["owl"]
+
+
+ALLOCATION_GRID = """\
+suite: tiny
+models: [tiny-llama]
+methods:
+  - {{method: magnitude, allocation: {allocation}}}
+sparsity: [{sparsity}]
+calibration: {{dataset: pydoc, nsamples: 2, lengths: [16]}}
+evaluation:
+  perplexity: [{{dataset: pydoc, seqlen: 32, max_windows: 2}}]
+device: cpu
+"""
+
+
+def test_a_grid_and_prune_name_a_plugins_allocation_with_its_settings(register_plugin, tmp_path, capsys):
+    from prunebench.config import load_config
+    from prunebench.runner import run_grid
+    from prunebench.store import ResultsStore
+
+    register_plugin(Plugin(LowThenHigh()))
+    path = tmp_path / "grid.yaml"
+    path.write_text(ALLOCATION_GRID.format(allocation="{name: low-then-high, low: 0.25}", sparsity="0.5"))
+    summary = run_grid(load_config(path), tmp_path / "results", progress=False, echo=lambda line: None)
+    assert not summary.failed
+    record = next(r for r in ResultsStore(tmp_path / "results").records() if r["cell"]["method"] != "dense")
+    assert record["layer_targets"] == pytest.approx([0.25, 0.75])
+    assert record["measured_sparsity"]["per_layer"] == pytest.approx([0.25, 0.75], abs=1e-3)
+    # Bad names and settings in a grid: refused at validation, naming the fix.
+    for allocation, sparsity, message in (("{name: low-then-hihg}", "0.5", "Did you mean: low-then-high"),
+                                          ("{name: low-then-high, lo: 0.2}", "0.5", "Unknown setting(s) lo"),
+                                          ("low-then-high", "'2:4'", "uses the low-then-high allocation, which needs a ratio")):
+        path.write_text(ALLOCATION_GRID.format(allocation=allocation, sparsity=sparsity))
+        assert main(["validate", str(path)]) == 2
+        assert message in capsys.readouterr().err
+    # prune: the plugin's allocation by name; a typo refused before the model loads.
+    assert main(["prune", "--model", "tiny-llama", "--method", "magnitude", "--sparsity", "0.5",
+                 "--nsamples", "2", "--seqlen", "16", "--allocation", "low-then-high"]) == 0
+    assert "low-then-high" in capsys.readouterr().out
+    assert main(["prune", "--model", "tiny-llama", "--method", "magnitude", "--sparsity", "0.5",
+                 "--allocation", "owll"]) == 2
+    assert "Did you mean: owl" in capsys.readouterr().err

@@ -84,7 +84,7 @@ device: tpu
     ("- just a list\n", "top level must be a mapping"),
     ("models: [tiny-llama\n", "not valid YAML"),
     (GOOD.replace("sparsity: [0.5, \"2:4\"]", "sparsity: []"), "sparsity: must not be empty"),
-    (GOOD.replace("  - wanda\n", "  - method: wanda\n    allocation: owl\n"), "N:M but a method uses OWL"),
+    (GOOD.replace("  - wanda\n", "  - method: wanda\n    allocation: owl\n"), "N:M but method .wanda. uses the owl allocation"),
     (GOOD.replace("  - alias: tiny-llama", "  - path: /no/such/model"), "path not found"),
 ])
 def test_single_problems(tmp_path, text, message):
