@@ -12,26 +12,9 @@ from prunebench.config import load_config
 from prunebench.errors import UsageError
 from prunebench.runner import run_grid
 from prunebench.store import ResultsStore
+from tiny_grid import grid
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-GRID = """\
-suite: tiny
-models: [tiny-llama]
-methods: [{methods}]
-sparsity: [0.5]
-calibration: {{dataset: pydoc, nsamples: 2, lengths: [16]}}
-evaluation:
-  perplexity: [{{dataset: pydoc, seqlen: 32, max_windows: 2}}]
-  metrics: {metrics}
-device: cpu
-"""
-
-
-def grid(tmp_path, methods, metrics):
-    path = tmp_path / "grid.yaml"
-    path.write_text(GRID.format(methods=", ".join(methods), metrics=metrics))
-    return path
 
 
 def readme_example_metric() -> str:

@@ -10,26 +10,10 @@ from prunebench.grid import content_hash, expand
 from prunebench.report import report_tables, write_report
 from prunebench.runner import cell_status, run_grid, select_cells
 from prunebench.store import ResultsStore
+from tiny_grid import grid
 
-GRID = """\
-suite: tiny
-models: [tiny-llama]
-methods: [{methods}]
-sparsity: [0.5]
-calibration: {{dataset: pydoc, nsamples: 2, lengths: [16]}}
-evaluation:
-  perplexity: [{{dataset: pydoc, seqlen: 32, max_windows: 2}}]
-  metrics: {metrics}
-device: cpu
-"""
 # One quick repeat: these tests check what is recorded, not how fast it is.
 SPEED = "{name: speed, repeats: 1, warmup: 0, decode_tokens: 1, decode_batches: [1]}"
-
-
-def grid(tmp_path, methods, metrics="[]", name="grid.yaml"):
-    path = tmp_path / name
-    path.write_text(GRID.format(methods=", ".join(methods), metrics=metrics))
-    return path
 
 
 def quiet_run(config, results):
