@@ -1,5 +1,7 @@
 """One page per cell of the static report: every registered metric's values in its record,
-configuration, timings, per-layer sparsity, provenance, and the command that reproduces it."""
+configuration, timings, per-layer sparsity (a structured cell: what it removed, parameters before and
+after, kept heads and FFN channels per layer, removed layers), provenance, and the command that
+reproduces it."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,7 @@ import shlex
 from prunebench.html_markup import cell_html, esc, number_cell, page, value_html
 from prunebench.metrics import registered_metrics
 from prunebench.store import safe_name
+from prunebench.structured_cells import STRUCTURED, is_structured_record
 from prunebench.tablecells import Cell
 
 # The `--only` keys of `prunebench run` that pick out one cell of a grid.
@@ -103,6 +106,79 @@ def _layers(record: dict) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _structure(record: dict) -> str:
+    """A structured cell's removal: target and measured share of the prunable parameters removed, the
+    parameters before and after, the removed decoder layers, and per layer what it kept (`_kept`)."""
+    details = record.get(STRUCTURED)
+    if not is_structured_record(record) or not isinstance(details, dict):
+        return ""
+    rows = []  # (name, number or None, shown)
+    try:
+        target = float(details.get("sparsity")) * 100
+        rows.append(("target: share of the prunable parameters to remove", target, f"{target:g} %"))
+    except (TypeError, ValueError):
+        pass
+    if isinstance(details.get("removed_fraction"), (int, float)):
+        removed = details["removed_fraction"] * 100
+        rows.append(("removed: share of the prunable parameters", removed, f"{removed:.2f} %"))
+    counts = {key: details.get(key) for key in ("prunable_before", "prunable_after", "parameters_before",
+                                                "parameters_after")}
+    for key, name in (("prunable", "prunable (decoder linear) parameters"), ("parameters", "all parameters")):
+        for when in ("before", "after"):
+            if isinstance(counts[f"{key}_{when}"], int):
+                rows.append((f"{name} {when}", counts[f"{key}_{when}"], f"{counts[f'{key}_{when}']:,}"))
+    if isinstance(counts["parameters_after"], int) and isinstance(counts["parameters_before"], int) \
+            and counts["parameters_before"]:
+        kept = counts["parameters_after"] / counts["parameters_before"] * 100
+        rows.append(("parameters kept", kept, f"{kept:.2f} %"))
+    if details.get("kinds"):
+        rows.append(("structures removed", None, ", ".join(map(str, details["kinds"]))))
+    if details.get("allocation") and details.get("kinds") != ["layers"]:  # how heads and channels were spread
+        rows.append(("allocation over layers", None, str(details["allocation"])))
+    table = "".join(f'<tr><th scope="row">{esc(name)}</th>'
+                    + (f"<td>{esc(shown)}</td>" if number is None else number_cell(number, shown)) + "</tr>"
+                    for name, number, shown in rows)
+    gone = [i for i in details.get("removed_layers") or [] if isinstance(i, int)]
+    layers = f"<p>Removed decoder layers ({len(gone)}): {esc(', '.join(map(str, gone)))}.</p>" if gone else \
+        "<p>No decoder layer removed.</p>"
+    return f'<table class="record"><tbody>{table}</tbody></table>{layers}{_kept(details, gone)}'
+
+
+def _kept(details: dict, gone: list[int]) -> str:
+    """A row per decoder layer of the dense model: the heads and FFN channels it kept (the record lists
+    the remaining layers in order) or "removed"; for a method that removes only whole layers, kept or
+    removed; and the method's importance score of the layer where it gave one."""
+    kept = [k for k in details.get("kept") or [] if isinstance(k, dict)]
+    importance = [v if isinstance(v, (int, float)) else None for v in details.get("layer_importance") or []]
+    scored = any(v is not None for v in importance)
+    if not kept and not scored:  # nothing per layer beyond the removed layers
+        return ""
+    remaining = iter(kept)
+    rows = []
+    for index in range(max(len(kept) + len(gone), len(importance))):
+        layer = None if index in gone else next(remaining, None)
+        if not kept:
+            counts = f"<td>{'removed' if index in gone else 'kept'}</td>"
+        elif layer is None:
+            counts = '<td colspan="2">removed</td>'
+        else:
+            counts = number_cell(layer.get("heads"), decimals=0) + number_cell(layer.get("channels"), decimals=0)
+        score = "" if not scored else number_cell(importance[index], decimals=4) if index < len(importance) else \
+            "<td></td>"
+        rows.append(f'<tr><th scope="row">{index}</th>{counts}{score}</tr>')
+    if kept:
+        heads = '<th scope="col">heads kept</th><th scope="col">FFN channels kept</th>'
+        hint = "Per decoder layer of the dense model: the attention heads and FFN (MLP intermediate) channels left"
+    else:
+        heads = '<th scope="col">kept or removed</th>'
+        hint = "Per decoder layer of the dense model: kept or removed whole"
+    if scored:
+        heads += '<th scope="col">importance</th>'
+        hint += "; importance: the method's score of the layer" + ("" if kept else " (the lowest-scored go)")
+    return (f'<p class="hint">{esc(hint)}.</p><table class="record layers"><thead><tr><th scope="col">layer</th>'
+            f"{heads}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
 def _provenance(record: dict) -> str:
     shown = {key: record[key] for key in ("hash", "started", "finished", "schema") if key in record}
     shown["environment"] = record.get("environment") or {}
@@ -116,10 +192,12 @@ def record_page(record: dict, grid: str, resamples: int) -> str:
     status = record.get("status", "unknown")
     command = reproduce_command(record, grid)
     suite = record.get("cell", {}).get("suite")
+    kind = ' <span class="status" title="whole heads, FFN channels or layers removed">structured</span>' \
+        if is_structured_record(record) else ""
     body = [f'<nav class="back"><a href="../index.html">← leaderboard</a></nav>',
             f"<header><h1>{esc(short_label(record))}</h1>"
             f'<p><code class="name">{esc(record["name"])}</code> <span class="status status-{esc(status)}">'
-            f"{esc(status)}</span></p></header>", "<main>"]
+            f"{esc(status)}</span>{kind}</p></header>", "<main>"]
     if record.get("error"):
         body.append(_section("Error", f"<p>{esc(record['error'])}</p>"
                              f"<details><summary>traceback</summary><pre>{esc(record.get('traceback', ''))}</pre>"
@@ -134,6 +212,9 @@ def record_page(record: dict, grid: str, resamples: int) -> str:
     results = _metric_results(record, resamples)
     if results:
         body.append(_section("Results", results, "results"))
+    structure = _structure(record)
+    if structure:
+        body.append(_section("Structure removed", structure, "structure"))
     body.append(_section("Configuration", value_html(record.get("cell") or {}), "configuration"))
     for title, content, section_id in (("Timings", _timings(record), "timings"),
                                        ("Per-layer sparsity", _layers(record), "layers")):

@@ -1,5 +1,7 @@
 """`prunebench report DIR --format html`: a self-contained static site (index.html, a page per cell,
-the plots as SVG, a small stylesheet and script) built from the same tables as the other formats."""
+the plots as SVG, a small stylesheet and script) built from the same tables as the other formats.
+Structured cells (whole heads, channels or layers removed) are listed in tables of their own, never
+sorted in with masked (unstructured) cells."""
 from __future__ import annotations
 
 import shutil
@@ -11,12 +13,17 @@ from pathlib import Path
 from prunebench.errors import UsageError
 from prunebench.html_markup import esc, header_html, inline, number_cell, page, table_html
 from prunebench.html_record import page_path, record_page, short_label
+from prunebench.leaderboard_columns import DENSE, STRUCTURED, UNSTRUCTURED, record_kind
 from prunebench.metrics import registered_metrics
 from prunebench.report import HOW_TO_READ, REFERENCE, report_tables
-from prunebench.store import ResultsStore
+from prunebench.store import ResultsStore, safe_name
+from prunebench.structured_cells import parameters_kept
 from prunebench.uncertainty import RESAMPLES
 
 ASSETS = ("report.css", "report.js")
+# Metrics left out of the structured cells' list: size measures how a checkpoint stores zeros, and a
+# structured model has none (its share of parameters kept is the list's own column), as in the report's tables.
+NOT_FOR_STRUCTURED = ("size",)
 
 
 def write_site(results_dir: "str | Path", out: "str | Path | None" = None, reference: str | None = REFERENCE, *,
@@ -67,11 +74,20 @@ def _index(records: list[dict], reference: str | None, resamples: int, plots: li
     sections = [(f"table-{i + 1}", t.title, table_html(t, methods, f"table-{i + 1}-data")) for i, t in enumerate(tables)]
     if plots:
         sections.append(("figures", "Figures", _figures(plots)))
-    sections.append(("runs", "Every cell (a page each)", _runs(records, methods)))
+    kinds = [record_kind(r) for r in records]
+    if STRUCTURED in kinds:  # the unstructured cells' list, then a structured one per model; dense heads each
+        sections.append(("runs", "Every unstructured cell (a page each)",
+                         _runs([r for r, k in zip(records, kinds) if k != STRUCTURED], "runs-data")))
+        for model in sorted({r["cell"]["model"] for r, k in zip(records, kinds) if k == STRUCTURED}):
+            chosen = [r for r, k in zip(records, kinds) if k != UNSTRUCTURED and r["cell"]["model"] == model]
+            sections.append((f"structured-runs-{safe_name(model)}", f"{model}: every structured cell (a page each)",
+                             _runs(chosen, f"structured-runs-{safe_name(model)}-data", structured=True)))
+    else:
+        sections.append(("runs", "Every cell (a page each)", _runs(records, "runs-data")))
     contents = "".join(f'<li><a href="#{sid}">{esc(heading)}</a></li>' for sid, heading, _ in sections)
     body = [f"<header><h1>{esc(title)}</h1><p>{_summary(records)}</p></header>",
             f'<nav class="contents" aria-label="contents"><ul>{contents}</ul></nav>',
-            _filters(methods), "<main>", _guide()]
+            _filters(methods, STRUCTURED in kinds), "<main>", _guide()]
     body += [f'<section id="{sid}"><h2>{esc(heading)}</h2>\n{content}</section>' for sid, heading, content in sections]
     body += ["</main>", "<footer><p>Written by <code>prunebench report DIR --format html</code>; open it straight "
              "from disk, no server needed.</p></footer>"]
@@ -83,18 +99,25 @@ def _summary(records: list[dict]) -> str:
     models = sorted({str(r.get("cell", {}).get("model")) for r in records})
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     phrases = [phrase for metric in registered_metrics() if (phrase := metric.summary(records))]
+    structured = sum(record_kind(record) == STRUCTURED for record in records)
+    if structured:
+        phrases.insert(0, f"{structured} of them structured (whole heads, channels or layers removed), in tables of "
+                          "their own")
     return f"{len(records)} cells ({esc(counts)}); models: {esc(', '.join(models))}" + "".join(
         f"; {esc(phrase)}" for phrase in phrases) + "."
 
 
-def _filters(methods: set[str]) -> str:
+def _filters(methods: set[str], structured: bool) -> str:
     options = "".join(f'<option value="{esc(m)}">{esc(m)}</option>' for m in sorted(methods))
     return ('<div class="filters" role="search">'
             f'<label>Method <select id="method-filter"><option value="">all methods</option>{options}</select></label>'
             '<label>Rows containing <input id="text-filter" type="search" placeholder="e.g. 2:4 or L=128"></label>'
             '<span id="filter-status" aria-live="polite"></span></div>'
             '<p class="hint">Click a column header to sort it, best first; click again to reverse. Filtering by '
-            "method keeps the dense row as the baseline.</p>")
+            "method keeps the dense row as the baseline."
+            + (" Structured cells (whole heads, channels or layers removed) have tables of their own: a structured "
+               "50% removes half the prunable parameters, an unstructured 50% masks half the weights to zero, "
+               "and the two are never ranked together." if structured else "") + "</p>")
 
 
 def _guide() -> str:
@@ -115,25 +138,48 @@ def _figures(plots: list[str]) -> str:
     return '<div class="figures">' + "\n".join(figures) + "</div>"
 
 
-def _runs(records: list[dict], methods: set[str]) -> str:
-    """One row per record with a link to its page: the place to find any single run."""
-    columns = [column for metric in registered_metrics() for column in metric.run_columns(records)]
-    headers = ["cell", "status", "model", "method", "sparsity", "L", "seed"] + [h for h, _ in columns] + ["pruning s ↓"]
+def _runs(records: list[dict], table_id: str, structured: bool = False) -> str:
+    """One row per record with a link to its page: the place to find any single run. The structured
+    cells' list shows the share of parameters each kept instead of size's checkpoint bytes."""
+    columns = [column for metric in registered_metrics() if not (structured and metric.name in NOT_FOR_STRUCTURED)
+               for column in metric.run_columns(records)]
+    if structured:
+        columns.insert(0, _parameters_kept(records))
+    # A structured list is one model's: no model column, so it fits a laptop screen as the other list does.
+    shown = ["status", "method", "sparsity", "seqlen", "seed"] if structured else \
+        ["status", "model", "method", "sparsity", "seqlen", "seed"]
+    names = {"sparsity": "target" if structured else "sparsity", "seqlen": "L"}
+    headers = ["cell"] + [names.get(key, key) for key in shown] + [h for h, _ in columns] + ["pruning s ↓"]
     head = "".join(header_html(h) for h in headers)
     rows = []
     for record in records:
-        cell = record.get("cell", {})
+        cell = dict(record.get("cell", {}), status=record.get("status", ""))
         seconds = (record.get("timings") or {}).get("total")
-        fields = [_plain(record.get("status", "")), _plain(cell.get("model")), _plain(cell.get("method")),
-                  _plain(cell.get("sparsity")), number_cell(cell.get("seqlen"), decimals=0),
-                  number_cell(cell.get("seed"), decimals=0)]
+        fields = [number_cell(cell.get(key), decimals=0) if key in ("seqlen", "seed") else _plain(cell.get(key))
+                  for key in shown]
         fields += [_metric_cell(*read(record)) for _, read in columns]
         fields.append(number_cell(seconds))
         method = cell.get("method", "")
         link = f'<a href="{esc(page_path(record))}" title="{esc(record["name"])}">{esc(short_label(record))}</a>'
         rows.append(f'<tr data-method="{esc(method)}"><th scope="row">{link}</th>{"".join(fields)}</tr>')
-    return (f'<div class="scroll"><table class="board" id="runs-data">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+    return (f'<div class="scroll"><table class="board" id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
             + "\n".join(rows) + "\n</tbody></table></div>\n")
+
+
+def _parameters_kept(records: list[dict]):
+    """The structured cells' list's column in place of size's: the share of the dense model's parameters a
+    cell's model has (the per-model structured tables and the cell pages say what was removed); the dense
+    row: 100, where its model has structured cells to count the parameters."""
+    counted = {r["cell"]["model"] for r in records if parameters_kept(r) is not None}
+
+    def read(record: dict) -> tuple[float | None, bool]:
+        cell = record.get("cell", {})
+        if cell.get("method") == DENSE:
+            return (100.0 if cell.get("model") in counted else None), False
+        kept = parameters_kept(record)
+        return (None if kept is None else kept * 100), False
+
+    return "params kept %", read
 
 
 def _metric_cell(value: float | None, diverged: bool) -> str:

@@ -2,7 +2,9 @@
 metric that the records hold (`Metric.record_values`), named `<metric>_<value key>` (size_sparse_bytes,
 speed_prefill_speedup, perplexity_wikitext2_512) and holding the record's own number; and the
 `metric_values` view over them, a row per cell and value in the value's shown unit with which way is
-better, that browse's canned queries rank."""
+better, that browse's canned queries rank; and each cell's `kind` (unstructured, structured, dense), which
+those queries rank within: a structured 50% (half the prunable parameters removed, shapes smaller) and an
+unstructured 50% (half the weights masked to zero) are different things."""
 from __future__ import annotations
 
 import re
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from prunebench.metrics import Value, registered_metrics
 
 VIEW = "metric_values"
+UNSTRUCTURED, STRUCTURED, DENSE = "unstructured", "structured", "dense"  # the kind column's values
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,20 @@ def metric_columns(records: list[dict], reserved: "set[str] | frozenset[str]" = 
     return dict(sorted(columns.items(), key=lambda item: ordered.get(item[1].metric, len(ordered))))
 
 
+def record_kind(record: dict) -> str:
+    """dense for the baseline, structured for a cell whose method removes whole heads, channels or layers
+    (its record says so; a failed one has only its method to go by), else unstructured."""
+    from prunebench.registry import registered
+    from prunebench.structured_cells import is_structured_record
+
+    cell = record.get("cell") or {}
+    if cell.get("method") == DENSE:
+        return DENSE
+    if is_structured_record(record) or cell.get("method_name") in registered("register_structured_methods"):
+        return STRUCTURED
+    return UNSTRUCTURED
+
+
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -72,7 +89,7 @@ def _text(value: str) -> str:
 def view_sql(table: str, columns: list[MetricColumn]) -> str:
     """CREATE VIEW metric_values: a row per cell and metric value (the value shown in its unit). A diverged
     cell gives a row (number null) for every value, so a setting with a diverged seed pools to null."""
-    head = "SELECT name, model, method, sparsity, seqlen, seed, status"
+    head = "SELECT name, model, method, kind, sparsity, seqlen, seed, status"
     parts = [f"{head}, {_text(c.metric)} AS metric, {_text(c.value.label)} AS value, {_text(c.value.unit)} AS unit, "
              f"{_text('higher' if c.value.higher_is_better else 'lower')} AS better, "
              f'"{c.name}" * {c.value.scale!r} AS number, {_text(c.name)} AS column_name FROM {table} '

@@ -25,9 +25,10 @@ FINISHED = ("ok", "diverged")
 TABLE = "cells"
 # The leaderboard's own columns; each metric value the records hold gets a column between these and
 # `record` (the whole record.json), so the table changes shape when a metric is added.
+# `kind` (unstructured, structured, dense) keeps the two kinds of pruning apart in rankings.
 CELL_COLUMNS = {"name": "TEXT PRIMARY KEY", "hash": "TEXT", "suite": "TEXT", "model": "TEXT", "method": "TEXT",
-                "sparsity": "TEXT", "seqlen": "INTEGER", "seed": "INTEGER", "status": "TEXT", "total_seconds": "REAL",
-                "finished": "TEXT"}
+                "kind": "TEXT", "sparsity": "TEXT", "seqlen": "INTEGER", "seed": "INTEGER", "status": "TEXT",
+                "total_seconds": "REAL", "finished": "TEXT"}
 RESERVED = frozenset(CELL_COLUMNS) | {"record"}
 
 
@@ -322,7 +323,7 @@ class ResultsStore:
 
         db.execute("BEGIN IMMEDIATE")  # the table's shape is read and used in one transaction
         values = {name: number for name, (_, number) in record_columns(record, RESERVED).items()}
-        if not set(values) <= set(_table_columns(db)):
+        if not set(values) | set(CELL_COLUMNS) <= set(_table_columns(db)):  # a new metric, or an older table
             self._rebuild(db, self.records())
             return
         _insert(db, record, values)
@@ -393,10 +394,12 @@ def _create_table(db: sqlite3.Connection, metric_columns: list) -> None:
 
 
 def _insert(db: sqlite3.Connection, record: dict, metric_values: dict) -> None:
+    from prunebench.leaderboard_columns import record_kind
+
     cell = record.get("cell", {})
     row = {"name": record["name"], "hash": record.get("hash"), "suite": cell.get("suite"), "model": cell.get("model"),
-           "method": cell.get("method"), "sparsity": cell.get("sparsity"), "seqlen": cell.get("seqlen"),
-           "seed": cell.get("seed"), "status": record.get("status"),
+           "method": cell.get("method"), "kind": record_kind(record), "sparsity": cell.get("sparsity"),
+           "seqlen": cell.get("seqlen"), "seed": cell.get("seed"), "status": record.get("status"),
            "total_seconds": (record.get("timings") or {}).get("total"), "finished": record.get("finished"),
            **metric_values, "record": json.dumps(record)}
     names = ", ".join(f'"{name}"' for name in row)

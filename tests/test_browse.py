@@ -1,7 +1,9 @@
 """`prunebench browse`: datasette metadata that describes every column of the store's table, facets, canned
-queries; a metric plugin's values as columns, described, ranked their way and on the cell page; the one-line
-error without datasette; and datasette itself, on loopback, queried over its JSON API."""
+queries; structured and unstructured cells ranked only within their kind; a metric plugin's values as
+columns, described, ranked their way and on the cell page; the one-line error without datasette; and
+datasette itself, on loopback, queried over its JSON API."""
 import json
+import math
 import re
 import socket
 import sqlite3
@@ -17,12 +19,13 @@ from prunebench import Metric, Value, browse, hookimpl, registry
 from prunebench.cli import main
 from prunebench.html_record import record_page
 from prunebench.store import DATABASE, ResultsStore
-from synthetic_leaderboard import LABEL, MODEL, write_results
+from synthetic_leaderboard import LABEL, MODEL, STRUCTURED, write_results
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return write_results(tmp_path_factory.mktemp("results"))
+    """The synthetic leaderboard with its two structured cells (flap, shortgpt at 50% L=16)."""
+    return write_results(tmp_path_factory.mktemp("results"), structured=True)
 
 
 def test_every_column_of_the_store_is_described_with_unit_and_direction(results):
@@ -39,7 +42,9 @@ def test_every_column_of_the_store_is_described_with_unit_and_direction(results)
     assert table["columns"]["perplexity_wikitext2_512x40"].endswith("Unit: none. Better: lower.")
     assert table["columns"]["zero_shot_mean_acc"].startswith("mean accuracy, a value of metric zero-shot.")
     assert table["columns"]["zero_shot_mean_acc"].endswith("Better: higher.")
-    assert table["facets"] == ["model", "method", "sparsity", "seqlen"] and table["units"] == {"total_seconds": "s"}
+    assert table["facets"] == ["model", "kind", "method", "sparsity", "seqlen"]
+    assert table["units"] == {"total_seconds": "s"}
+    assert table["columns"]["kind"].startswith("unstructured (weights masked to zero, shapes kept), structured")
     view = metadata["databases"]["leaderboard"]["tables"]["metric_values"]
     assert set(view["columns"]) == set(browse.table_columns(results / DATABASE, "metric_values"))
     assert "best_method_per_sparsity_and_length" in metadata["databases"]["leaderboard"]["queries"]
@@ -51,6 +56,60 @@ def _query(results, name: str) -> list[dict]:
     with sqlite3.connect(results / DATABASE) as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute(browse.QUERIES[name]["sql"])]
+
+
+def test_structured_and_unstructured_cells_are_ranked_only_within_their_kind(tmp_path):
+    """At 50% L=16 both kinds have cells. The structured ones are worse in perplexity but faster: ranked
+    together they would take the prefill speedup and push a runner-up aside; ranked within kind each kind
+    has its own best and runner-up. A failed structured cell (no "kind" in its record) is still structured."""
+    made = synthetic_leaderboard.records() + synthetic_leaderboard.structured_records()
+    for record in made:
+        if record["status"] == "ok" and "kind" not in record and record["cell"]["method"] != "dense":
+            rank = sorted(synthetic_leaderboard.SHIFTS).index(record["cell"]["method"])
+            record["metrics"] = {"speed": {"prefill_speedup": {"value": 1.0 + rank / 100, "low": 0.9, "high": 1.1}}}
+    failed = dict(made[-1], name=made[-1]["name"].replace("seed=0", "seed=1"), status="failed", error="OOM")
+    failed["cell"] = dict(failed["cell"], method="flap", method_name="flap", seed=1)
+    for key in ("kind", "structured", "perplexity", "tasks", "metrics", "timings"):
+        failed.pop(key)
+    root = tmp_path / "results"
+    store = ResultsStore(root)
+    for record in made + [failed]:
+        store.write(record)
+    with sqlite3.connect(root / DATABASE) as db:
+        kinds = dict(db.execute("SELECT method || ' ' || coalesce(seed, ''), kind FROM cells WHERE seqlen = 16 "
+                                "AND sparsity = '0.5' OR method = 'dense'"))
+    assert kinds == {"dense ": "dense", "flap 0": "structured", "flap 1": "structured", "shortgpt 0": "structured",
+                     "magnitude 0": "unstructured", "ria 0": "unstructured", "sparsegpt 0": "unstructured",
+                     "wanda 0": "unstructured"}
+
+    best = {(row["kind"], row["metric"], row["sparsity"], row["seqlen"]): row
+            for row in _query(root, "best_method_per_sparsity_and_length")}
+    assert {key for key in best if key[0] == "structured"} == {("structured", m, "0.5", 16)
+                                                               for m in ("perplexity", "zero-shot", "speed", "memory")}
+    perplexity, speed = best[("unstructured", "perplexity", "0.5", 16)], best[("unstructured", "speed", "0.5", 16)]
+    assert {perplexity["best_method"], perplexity["runner_up"]} == {"ria", "wanda"}  # tied, as without structured
+    assert speed["best_method"] == "wanda" and speed["runner_up"] == "sparsegpt"  # never flap's or shortgpt's 1.45, 1.9
+    ours = best[("structured", "perplexity", "0.5", 16)]
+    assert (ours["best_method"], ours["runner_up"]) == ("flap", "shortgpt")
+    assert ours["best"] == pytest.approx(90 * math.exp(STRUCTURED["flap"][0]), rel=1e-3)
+    fast = best[("structured", "speed", "0.5", 16)]
+    assert (fast["best_method"], fast["best"], fast["runner_up"]) == ("shortgpt", 1.9, "flap")
+    seconds = [(row["kind"], row["method"]) for row in _query(root, "fastest_method_per_sparsity_and_length")
+               if row["sparsity"] == "0.5" and row["seqlen"] == 16]
+    assert seconds == [("unstructured", m) for m in ("magnitude", "wanda", "ria", "sparsegpt")] + [
+        ("structured", "flap"), ("structured", "shortgpt")]  # each kind fastest first, the kinds apart
+    values = _query(root, "values_per_run")
+    assert [row["kind"] for row in values if row["value"] == LABEL][:3] == ["dense", "unstructured", "unstructured"]
+
+    removed = {row["method"]: row for row in _query(root, "structured_cells") if row["status"] == "ok"}
+    assert set(removed) == {"flap", "shortgpt"} and len(_query(root, "structured_cells")) == 3  # the failed one too
+    flap = synthetic_leaderboard.structured_records()[0]["structured"]
+    assert removed["flap"]["parameters_after"] == flap["parameters_after"]
+    assert removed["flap"]["removed_percent"] == round(100 * flap["removed_fraction"], 2)
+    assert json.loads(removed["flap"]["kept_per_layer"]) == synthetic_leaderboard.FLAP_KEPT
+    assert json.loads(removed["shortgpt"]["removed_layers"]) == synthetic_leaderboard.SHORTGPT_REMOVED
+    assert {row["method"]: row["kind"] for row in _query(root, "failed_cells")} == {"wanda": "unstructured",
+                                                                                   "flap": "structured"}
 
 
 class Wobble(Metric):
@@ -137,6 +196,30 @@ def test_a_leaderboard_written_by_an_older_prunebench_is_rebuilt_with_metric_col
     assert len({row["name"] for row in rows}) == 3 and {row["metric"] for row in rows} == {"perplexity", "zero-shot"}
 
 
+def test_a_leaderboard_without_the_kind_column_is_rebuilt_with_it(tmp_path):
+    """A table written before `kind`: opening the store rebuilds it; a store opened earlier that writes a
+    row into such a table rebuilds it too, instead of failing on the missing column."""
+    root = write_results(tmp_path / "results", keep=2, structured=True)
+    store = ResultsStore(root)
+
+    def drop_kind():
+        with sqlite3.connect(root / DATABASE) as db:
+            db.execute("DROP VIEW metric_values")
+            db.execute("ALTER TABLE cells DROP COLUMN kind")
+            db.execute("CREATE VIEW metric_values AS SELECT name FROM cells")  # the view as good as gone
+        assert "kind" not in browse.table_columns(root / DATABASE)
+
+    drop_kind()
+    ResultsStore(root)
+    assert {row["kind"] for row in _query(root, "values_per_run")} == {"dense", "unstructured", "structured"}
+    drop_kind()
+    store.write(synthetic_leaderboard.records()[2])
+    with sqlite3.connect(root / DATABASE) as db:
+        assert dict(db.execute("SELECT method, kind FROM cells")) == {
+            "dense": "dense", "magnitude": "unstructured", "ria": "unstructured", "flap": "structured",
+            "shortgpt": "structured"}
+
+
 def test_without_datasette_browse_says_what_to_install(results, monkeypatch, capsys):
     monkeypatch.setattr(browse, "find_spec", lambda name: None)
     assert main(["browse", str(results)]) == 2
@@ -172,12 +255,18 @@ def test_datasette_serves_the_leaderboard_with_facets_and_the_canned_query(resul
                     raise AssertionError(f"datasette did not start: {server.stdout.read().decode()[-2000:]}")
                 time.sleep(0.2)
         table = _get(f"{base}/leaderboard/cells.json?_shape=objects&_size=100")
-        assert len(table["rows"]) == 18
-        assert set(table["facet_results"]) == {"model", "method", "sparsity", "seqlen"}
+        assert len(table["rows"]) == 20
+        assert set(table["facet_results"]) == {"model", "kind", "method", "sparsity", "seqlen"}
         methods = {r["value"]: r["count"] for r in table["facet_results"]["method"]["results"]}
-        assert methods == {"dense": 1, "magnitude": 4, "ria": 4, "sparsegpt": 4, "wanda": 5}
+        assert methods == {"dense": 1, "magnitude": 4, "ria": 4, "sparsegpt": 4, "wanda": 5, "flap": 1, "shortgpt": 1}
+        kinds = {r["value"]: r["count"] for r in table["facet_results"]["kind"]["results"]}
+        assert kinds == {"dense": 1, "unstructured": 17, "structured": 2}
 
         best = _get(f"{base}/leaderboard/best_method_per_sparsity_and_length.json?_shape=array&_size=max")
+        structured = [row for row in best if row["kind"] == "structured" and row["metric"] == "perplexity"]
+        assert [(row["sparsity"], row["seqlen"], row["best_method"], row["runner_up"]) for row in structured] == [
+            ("0.5", 16, "flap", "shortgpt")]  # ranked apart from the unstructured cells at 50% L=16
+        best = [row for row in best if row["kind"] == "unstructured"]
         settings = {(row["sparsity"], row["seqlen"]): row for row in best if row["metric"] == "perplexity"}
         assert set(settings) == {("0.5", 16), ("0.5", 128), ("2:4", 16), ("2:4", 128)}  # the failed L=1024 is left out
         assert all(row["model"] == MODEL and row["value"] == LABEL and row["better"] == "lower"
@@ -190,7 +279,8 @@ def test_datasette_serves_the_leaderboard_with_facets_and_the_canned_query(resul
         assert len(accuracy) == 4 and all(row["best"] == 60.0 and row["best_method"] != "magnitude" for row in accuracy)
         values = _get(f"{base}/leaderboard/metric_values.json?_shape=objects&_facet=metric")
         assert {r["value"]: r["count"] for r in values["facet_results"]["metric"]["results"]} == {
-            "perplexity": 17, "zero-shot": 34}  # per ok cell: one evaluation; the mean and the task's accuracy
+            "perplexity": 19, "zero-shot": 38, "memory": 4, "speed": 4}  # per ok cell: one evaluation; the mean
+        # and the task's accuracy; the structured cells' memory and speed values, two each
 
         failed = _get(f"{base}/leaderboard/failed_cells.json?_shape=array")
         assert [row["error"] for row in failed] == ["RuntimeError: out of memory"]

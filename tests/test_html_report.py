@@ -1,6 +1,7 @@
 """The static HTML report: deterministic bytes, nothing fetched from the network, a page per cell with the
-command that reproduces it; and in headless Chromium: a screenshot, sorting, filtering, the efficiency
-metrics' columns in view at laptop width, following a link."""
+command that reproduces it, structured cells listed apart with what they removed; and in headless
+Chromium: a screenshot, sorting, filtering, the efficiency metrics' columns in view at laptop width,
+following a link."""
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from prunebench.html_record import reproduce_command
 from prunebench.html_report import write_site
 from prunebench.runner import parse_filters, select_cells
 from prunebench.store import ResultsStore
-from synthetic_leaderboard import records, write_results
+from synthetic_leaderboard import FLAP_KEPT, SHORTGPT_REMOVED, records, structured_records, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "smollm2-leaderboard"
@@ -24,9 +25,10 @@ COMMITTED = ROOT / "results" / "smollm2-leaderboard"
 
 def with_efficiency(made: list[dict]) -> list[dict]:
     """The records with size (every finished cell), memory and speed (pruned cells) results, shaped as the
-    built-in efficiency metrics write them: the index gains their columns, the site their tables."""
+    built-in efficiency metrics write them: the index gains their columns, the site their tables. Structured
+    records keep their own (memory and speed)."""
     for index, record in enumerate(made):
-        if record["status"] != "ok":
+        if record["status"] != "ok" or record.get("kind") == "structured":
             continue
         pruned = record["cell"]["method"] != "dense"
         record["metrics"] = {"size": {"sparse_bytes": 7.1e9 if pruned else 14.2e9, "dense_bytes": 13.5e9,
@@ -41,11 +43,11 @@ def with_efficiency(made: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The synthetic leaderboard's site, efficiency metrics included, written once for every test here
-    (the bootstrap takes seconds)."""
+    """The synthetic leaderboard's site, efficiency metrics and two structured cells included, written once
+    for every test here (the bootstrap takes seconds)."""
     results = tmp_path_factory.mktemp("results")
     store = ResultsStore(results)
-    for record in with_efficiency(records()):
+    for record in with_efficiency(records() + structured_records()):
         store.write(record)
     index = write_site(results, resamples=200)
     return index.parent
@@ -60,7 +62,7 @@ def test_the_same_records_give_the_same_bytes_and_nothing_is_fetched(site, tmp_p
     assert _files(again) == _files(site)
     files = _files(site)
     assert {"index.html", "assets/report.css", "assets/report.js"} <= set(files)
-    assert len([name for name in files if name.startswith("cells/")]) == 18
+    assert len([name for name in files if name.startswith("cells/")]) == 20
     assert any(name.startswith("plots/ppl-vs-length_") and name.endswith(".svg") for name in files)
     for name, data in files.items():
         if name.endswith((".html", ".css", ".js")):
@@ -101,6 +103,48 @@ def test_a_cell_page_has_its_record_and_the_command_that_reproduces_it(site):
     assert '<h3 id="metric-memory">memory</h3>' in page
     failed = (site / "cells" / "model_llama-2-7b_method_wanda_sparsity_0.5_calib_pydoc-16x1024_seed_0.html").read_text()
     assert "<h2>Error</h2>" in failed and "RuntimeError: out of memory" in failed
+    assert "Structure removed" not in page + failed
+
+
+def _rows(html: str, table_id: str) -> list[str]:
+    """The body rows of a table of the page."""
+    return re.findall(r"<tr[ >].*?</tr>", html.split(f'id="{table_id}"')[1].split("<tbody>")[1].split("</tbody>")[0])
+
+
+def test_structured_cells_are_listed_apart_and_their_pages_show_what_was_removed(site):
+    index = (site / "index.html").read_text()
+    # The masked cells' list has no structured row; the model's structured list has them with the baseline.
+    unstructured, structured = _rows(index, "runs-data"), _rows(index, "structured-runs-llama-2-7b-data")
+    assert len(unstructured) == len(records())
+    assert not [row for row in unstructured if "flap" in row or "shortgpt" in row]
+    assert [re.search(r'data-method="(\w+)"', row).group(1) for row in structured] == ["dense", "flap", "shortgpt"]
+    assert "<h2>llama-2-7b: every structured cell (a page each)</h2>" in index
+    headers = re.findall(r"<button[^>]*>(.*?)</button>", index.split('id="structured-runs-llama-2-7b-data"')[1]
+                         .split("</thead>")[0])
+    assert "params kept %" in headers and "target" in headers and not [h for h in headers if "checkpoint" in h]
+    assert 'data-value="51.72' in structured[1] and 'data-value="100"' in structured[0]  # params kept, dense 100
+    assert "2 of them structured" in index and "never ranked together" in index
+    table = index.split("structured pruning (whole heads, channels or layers removed)</h2>")[1].split("</table>")[0]
+    assert "flap" in table and "wanda" not in table  # the report's own structured table, its ranking apart
+
+    flap = (site / "cells" / "model_llama-2-7b_method_flap_sparsity_0.5_calib_pydoc-16x16_seed_0.html").read_text()
+    structure = flap.split('<section id="structure">')[1].split("</section>")[0]
+    assert "<h2>Structure removed</h2>" in structure and ">structured</span>" in flap
+    assert '<td data-value="50">50 %</td>' in structure and ">50.23 %</td>" in structure
+    assert ">6,738,415,616</td>" in structure and ">3,485,392,896</td>" in structure and ">51.72 %</td>" in structure
+    assert "No decoder layer removed." in structure and "heads kept</th>" in structure
+    layers = re.findall(r'<tr><th scope="row">(\d+)</th><td data-value="(\d+)">\d+</td><td data-value="(\d+)">',
+                        structure)
+    assert [(int(h), int(c)) for _, h, c in layers] == [(k["heads"], k["channels"]) for k in FLAP_KEPT]
+    assert [int(i) for i, _, _ in layers] == list(range(32))
+    assert "Per-layer sparsity" not in flap  # nothing is masked
+
+    shortgpt = (site / "cells" / "model_llama-2-7b_method_shortgpt_sparsity_0.5_calib_pydoc-16x16_seed_0.html"
+                ).read_text()
+    structure = shortgpt.split('<section id="structure">')[1].split("</section>")[0]
+    assert f"Removed decoder layers (16): {', '.join(map(str, SHORTGPT_REMOVED))}." in structure
+    fates = re.findall(r'<tr><th scope="row">(\d+)</th><td>(kept|removed)</td><td data-value', structure)
+    assert [int(i) for i, fate in fates if fate == "removed"] == SHORTGPT_REMOVED and len(fates) == 32
 
 
 def test_every_committed_cell_is_reproduced_by_its_command_alone():
@@ -208,6 +252,19 @@ def test_in_chromium_the_page_sorts_filters_and_links(site, browser, tmp_path):
     assert len(metric_headers) == 5  # perplexity, zero-shot, size, memory, speed: each metric's first value
     assert all(in_view and fits for header, in_view, fits in placed if header in metric_headers), placed
     assert all(fits for _, _, fits in placed), placed
+
+    # The structured cells' list, one per model: every column in view too, and the method filter reaches it.
+    browser.evaluate("document.getElementById('structured-runs-llama-2-7b').scrollIntoView()")
+    browser.screenshot(shots / "report-structured.png")
+    placed = browser.evaluate("""(() => { const table = document.getElementById('structured-runs-llama-2-7b-data');
+        const box = table.parentElement.getBoundingClientRect();
+        return Array.from(table.tHead.rows[0].cells).map((th) => [th.textContent,
+            th.getBoundingClientRect().right <= box.right + 1, th.scrollWidth <= th.clientWidth]); })()""")
+    assert len(placed) == 12 and all(in_view and fits for _, in_view, fits in placed), placed
+    _filter(browser, "flap", "")
+    assert [label for label, _ in _column(browser, "structured-runs-llama-2-7b-data", 1)] == ["dense",
+                                                                                             "flap 0.5 L=16 seed 0"]
+    assert [label for label, _ in _column(browser, "runs-data", 5)] == ["dense"]
 
     # Follow the remaining run's link to its page.
     _filter(browser, "sparsegpt", "2:4 L=16")
