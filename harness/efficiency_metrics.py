@@ -92,6 +92,7 @@ class Speed(Metric):
                    "(CPU), 2:4 semi-structured (CUDA, fp16/bf16)")
     higher_is_better = True
     unit = "x dense"
+    timed = True
     applies_to = (PRUNED,)
     settings = {"repeats": 5, "warmup": 1, "decode_tokens": 16, "decode_batches": [1, 8], "prompt_length": 64,
                 "seqlen": 0, "csr": True, "semi_structured": True}

@@ -51,6 +51,7 @@ class Metric:
     log_scale: bool = False
     # An efficiency metric's value that quality is plotted against, with the Pareto front marked.
     pareto_value: Value | None = None
+    timed: bool = False  # its values are timings: a cell measured on a loaded machine is flagged, never bold
 
     def check(self, settings: dict) -> list[str]:
         """Problems with settings whose names and types are already right (e.g. a dataset that does not exist)."""
@@ -228,7 +229,7 @@ def value_specs(metric: Metric, results: list[dict]) -> list[Value]:
 def generic_tables(metric: Metric, records: list[dict]) -> list:
     """One table per model: a row per setting (dense first, then method, sparsity, L), a column per value."""
     from prunebench.report import _column_key, _settings, _seeds, _spread
-    from prunebench.tablecells import BEST, TIED, Cell, Table
+    from prunebench.tablecells import BEST, CONTENDED, TIED, Cell, Table
 
     settings = {s: [r for r in runs if metric.result_of(r)] for s, runs in _settings(records).items()}
     settings = {s: runs for s, runs in settings.items() if runs}
@@ -244,26 +245,46 @@ def generic_tables(metric: Metric, records: list[dict]) -> list:
             found = [value_of(metric.result_of(r).get(value.key)) for r in runs]
             if any(f is None for f in found):
                 return ""
-            mean, std = _spread([f[0] for f in found])
-            result = Cell(mean, std, seeds=_seeds(runs), scale=value.scale, decimals=value.decimals)
-            if len(found) == 1 and found[0][1] is not None and found[0][2] is not None:
-                result.low, result.high = found[0][1], found[0][2]
+            # Over seeds: the mean, and the range from the lowest low to the highest high of the seeds'
+            # own ranges (a value without one counts as its own); a range of one point is not shown.
+            mean, _ = _spread([f[0] for f in found])
+            low = min(f[0] if f[1] is None else f[1] for f in found)
+            high = max(f[0] if f[2] is None else f[2] for f in found)
+            result = Cell(mean, seeds=_seeds(runs), scale=value.scale, decimals=value.decimals,
+                          interval_decimals=value.decimals)
+            if low != high:
+                result.low, result.high = low, high
+            if metric.timed and any(measured_contended(r, metric.name) for r in runs):
+                result.flag = CONTENDED
             return result
 
         rows = [[setting_label(s)] + [cell(mine[s], v) for v in values] for s in ordered]
         for index, value in enumerate(values, start=1):
-            _mark([row[index] for row, s in zip(rows, ordered) if s[1] != DENSE and isinstance(row[index], Cell)],
+            _mark([row[index] for row, s in zip(rows, ordered)
+                   if s[1] != DENSE and isinstance(row[index], Cell) and not row[index].flag],
                   value.higher_is_better, BEST, TIED)
         headers = ["method"] + [f"{v.label}{f' {v.unit}' if v.unit else ''} {'↑' if v.higher_is_better else '↓'}"
                                 for v in values]
         notes = [f"{metric.name}: {metric.description}."]
         if any(isinstance(c, Cell) and c.has_interval for row in rows for c in row[1:]):
-            notes.append("[low, high]: the range the metric reports (its spread over repetitions, or its 95% interval).")
+            notes.append("[low, high]: the range the metric reports (its spread over repetitions, or its 95% "
+                         "interval); over several seeds, the mean and the lowest to highest of the seeds' ranges.")
         notes.append("**bold**: the best pruned row in its column, strictly and outside the runner-up's range where "
                      "there is one; †: a best whose range overlaps others' (tied).")
+        if any(isinstance(c, Cell) and c.flag for row in rows for c in row[1:]):
+            notes.append("*: measured while other work loaded the machine (its load record); never bold or tied.")
         tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)",
                             headers, rows, notes))
     return tables
+
+
+def measured_contended(record: dict, metric_name: str) -> bool:
+    """Whether the run that measured this metric of the record shared the machine with other work:
+    the extension that added the metric, else the cell's own run."""
+    for extension in reversed(record.get("extensions") or []):
+        if metric_name in extension.get("metrics", []):
+            return bool((extension.get("load") or {}).get("contended", False))
+    return bool(record.get("contended", (record.get("load") or {}).get("contended", False)))
 
 
 def setting_label(setting: tuple) -> str:

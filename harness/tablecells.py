@@ -32,6 +32,7 @@ class Cell:
     seeds: tuple = ()  # the calibration seeds, in the order of the rows of `data`
     data: Any = None  # what a paired comparison of this cell needs; None: not recorded
     decimals: int = 2
+    interval_decimals: int | None = None  # None: one fewer than the value's
     scale: float = 1.0  # accuracies are stored as fractions and printed in percent
     mark: str = ""  # BEST (bold) or TIED (dagger)
     flag: str = ""  # CONTENDED (a timing) or SIGNIFICANT (a comparison): a footnote symbol
@@ -104,7 +105,8 @@ def number(value: float, decimals: int) -> str:
 
 def cell_parts(cell: Cell) -> tuple[str, str, str]:
     """The value, the `± std` and the `[low, high]` texts of a finite cell, scaled."""
-    inner = max(cell.decimals - 1, 1)  # an interval's last digit matters less than the value's
+    # An interval's last digit matters less than the value's, unless the cell says otherwise.
+    inner = cell.interval_decimals if cell.interval_decimals is not None else max(cell.decimals - 1, 1)
     std = f" ± {number(cell.std * cell.scale, inner)}" if cell.std is not None else ""
     interval = (f" [{number(cell.low * cell.scale, inner)}, {number(cell.high * cell.scale, inner)}]"
                 if cell.has_interval else "")
