@@ -228,8 +228,8 @@ def value_specs(metric: Metric, results: list[dict]) -> list[Value]:
 
 def generic_tables(metric: Metric, records: list[dict]) -> list:
     """One table per model: a row per setting (dense first, then method, sparsity, L), a column per value."""
-    from prunebench.report import _column_key, _settings, _seeds, _spread
-    from prunebench.tablecells import BEST, CONTENDED, TIED, Cell, Table
+    from prunebench.report import _column_key, _settings
+    from prunebench.tablecells import BEST, TIED, Cell, Table
 
     settings = {s: [r for r in runs if metric.result_of(r)] for s, runs in _settings(records).items()}
     settings = {s: runs for s, runs in settings.items() if runs}
@@ -241,24 +241,7 @@ def generic_tables(metric: Metric, records: list[dict]) -> list:
             continue
         ordered = sorted(mine, key=lambda s: (s[1] != DENSE, s[1], _column_key((s[2], s[3]))))
 
-        def cell(runs, value: Value):
-            found = [value_of(metric.result_of(r).get(value.key)) for r in runs]
-            if any(f is None for f in found):
-                return ""
-            # Over seeds: the mean, and the range from the lowest low to the highest high of the seeds'
-            # own ranges (a value without one counts as its own); a range of one point is not shown.
-            mean, _ = _spread([f[0] for f in found])
-            low = min(f[0] if f[1] is None else f[1] for f in found)
-            high = max(f[0] if f[2] is None else f[2] for f in found)
-            result = Cell(mean, seeds=_seeds(runs), scale=value.scale, decimals=value.decimals,
-                          interval_decimals=value.decimals)
-            if low != high:
-                result.low, result.high = low, high
-            if metric.timed and any(measured_contended(r, metric.name) for r in runs):
-                result.flag = CONTENDED
-            return result
-
-        rows = [[setting_label(s)] + [cell(mine[s], v) for v in values] for s in ordered]
+        rows = [[setting_label(s)] + [metric_cell(metric, v, mine[s]) for v in values] for s in ordered]
         for index, value in enumerate(values, start=1):
             _mark([row[index] for row, s in zip(rows, ordered)
                    if s[1] != DENSE and isinstance(row[index], Cell) and not row[index].flag],
@@ -276,6 +259,29 @@ def generic_tables(metric: Metric, records: list[dict]) -> list:
         tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)",
                             headers, rows, notes))
     return tables
+
+
+def metric_cell(metric: Metric, value: Value, runs: list[dict]):
+    """One value of a metric over a setting's seeds, as a table cell ("" when a run lacks it).
+
+    The mean, with the range from the lowest low to the highest high of the seeds' own ranges (a
+    value without one counts as its own; a one-point range is not shown); a timed metric measured
+    on a loaded machine is flagged."""
+    from prunebench.report import _seeds, _spread
+    from prunebench.tablecells import CONTENDED, Cell
+
+    found = [value_of((metric.result_of(r) or {}).get(value.key)) for r in runs]
+    if not found or any(f is None for f in found):
+        return ""
+    mean, _ = _spread([f[0] for f in found])
+    low = min(f[0] if f[1] is None else f[1] for f in found)
+    high = max(f[0] if f[2] is None else f[2] for f in found)
+    result = Cell(mean, seeds=_seeds(runs), scale=value.scale, decimals=value.decimals, interval_decimals=value.decimals)
+    if low != high:
+        result.low, result.high = low, high
+    if metric.timed and any(measured_contended(r, metric.name) for r in runs):
+        result.flag = CONTENDED
+    return result
 
 
 def measured_contended(record: dict, metric_name: str) -> bool:

@@ -40,7 +40,8 @@ def _style(methods: list[str]) -> dict[str, dict]:
     """One colour and marker per method, the same in every figure of a report."""
     import matplotlib
 
-    colours = matplotlib.colormaps["tab10"].colors
+    # tab10 while it suffices (reports stay as they were); beyond ten methods colours would repeat.
+    colours = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
     return {m: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(methods)}
 
 

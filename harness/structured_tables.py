@@ -4,7 +4,7 @@ speed and memory against the dense model with their ranges. Structured cells are
 each other at the same target, never against unstructured cells (those have their own tables)."""
 from __future__ import annotations
 
-from prunebench.metrics import DENSE, _mark, value_of, value_specs
+from prunebench.metrics import DENSE, _mark, metric_cell, value_specs
 from prunebench.quality_tables import _accuracy_cell, _comparer, _perplexity_cell
 from prunebench.report import _interval_notes, _settings, _seeds, _spread
 from prunebench.sparsity import parse_sparsity
@@ -67,8 +67,8 @@ def _model_table(model: str, settings: dict, resamples: int) -> Table:
             cells = [grid[s][index] for s in group if isinstance(grid[s][index], Cell)]
             if kind in ("ppl", "acc"):
                 mark_best(cells, kind == "ppl", _comparer(kind, resamples))
-            elif kind is not None:
-                _mark(cells, kind, BEST, TIED)
+            elif kind is not None:  # a timing taken on a loaded machine is never ranked
+                _mark([c for c in cells if not c.flag], kind, BEST, TIED)
     headers = ["method", "target", "removed %", "params M", "params kept %"] + [c[0] for c in columns]
     return Table(f"{model}, structured pruning (whole heads, channels or layers removed)", headers, rows,
                  _notes(rows, columns, resamples))
@@ -113,15 +113,9 @@ def _accuracy_reader(tasks: list[str], resamples: int):
 
 
 def _value_reader(metric, value):
-    """A metric's value over seeds; one seed's cell keeps the range the metric gives (speed: over repeats)."""
+    """A metric's value over seeds, with its range (speed: over repeats), as every metric table shows it."""
     def read(runs: list[dict]):
-        found = [value_of((metric.result_of(r) or {}).get(value.key)) for r in runs]
-        if not found or None in found:
-            return ""
-        cell = Cell(*_spread([f[0] for f in found]), seeds=_seeds(runs), scale=value.scale, decimals=value.decimals)
-        if len(found) == 1 and found[0][1] is not None and found[0][2] is not None:
-            cell.low, cell.high = found[0][1], found[0][2]
-        return cell
+        return metric_cell(metric, value, runs)
     return read
 
 
@@ -142,6 +136,8 @@ def _notes(rows: list, columns: list, resamples: int) -> list[str]:
     if any(isinstance(c, Cell) and c.has_interval for kind in (True, False) for c in by_kind.get(kind, [])):
         notes.append("speed and memory [low, high]: the range over the metric's repeats (speedup: dense seconds / "
                      "pruned seconds per repeat, measured in the same process, interleaved).")
+    if any(isinstance(c, Cell) and c.flag for row in rows for c in row):
+        notes.append("*: timed while other work loaded the machine (its load record); never ranked.")
     marks = {c.mark for row in rows for c in row if isinstance(c, Cell)}
     if marks:
         notes.append(f"**bold**: the best method at its target sparsity, shown better than the runner-up (paired "
