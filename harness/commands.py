@@ -204,20 +204,11 @@ def _run_metrics(specs: list, model, tokenizer, device, args, sparsity: str, met
                  dense_weights: list) -> dict:
     """The named metrics of the pruned model, through the registry as a grid's cells run them:
     {metric name: its result}; a dense copy is made only for the metrics that ask for it."""
-    import copy
-
-    import torch
-
     from prunebench.metrics import PRUNED, MetricContext, run_metrics
-    from prunebench.walk import decoder_layers, prunable_linears
+    from prunebench.walk import dense_twin
 
     def dense_model():
-        twin = copy.deepcopy(model)
-        twin_weights = [linear.weight for layer in decoder_layers(twin) for linear in prunable_linears(layer).values()]
-        with torch.no_grad():
-            for weight, dense in zip(twin_weights, dense_weights):
-                weight.copy_(dense)
-        return twin
+        return dense_twin(model, dense_weights)
 
     def evaluation_tokens(dataset: str):
         from prunebench.data import evaluation_text, tokenize_text

@@ -86,14 +86,9 @@ class _ModelSession:
 
     def dense_copy(self) -> torch.nn.Module:
         """A copy of the model with the dense weights (for metrics that compare pruned with dense)."""
-        import copy
+        from prunebench.walk import dense_twin
 
-        twin = copy.deepcopy(self.model)
-        twin_weights = [linear.weight for layer in decoder_layers(twin) for linear in prunable_linears(layer).values()]
-        with torch.no_grad():
-            for weight, dense in zip(twin_weights, self.dense):
-                weight.copy_(dense)
-        return twin
+        return dense_twin(self.model, self.dense)
 
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
         from prunebench.data import calibration_windows
@@ -167,10 +162,11 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 
 
 def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool,
-                 previous: dict) -> dict:
+                 previous: dict) -> tuple[dict, dict]:
     """A finished cell's record with the grid's metrics it lacks: the cell is pruned again, checked to
     be the model the record measured (per-layer sparsity, or kept structures of a structured cell, and
-    first perplexity window), then only the missing metrics run. What the record already holds is kept."""
+    first perplexity window), then only the missing metrics run. What the record already holds is kept.
+    Returns the record and its `extensions` entry (which metrics ran, the re-pruning's timings)."""
     pruned, model = _prune_cell(cell, session, config, device, progress)
     _check_reproduced(cell, session, config, device, previous, pruned, model)
     done = previous.get("evaluation_metrics") or []

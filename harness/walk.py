@@ -250,3 +250,16 @@ def walk_layers(model: nn.Module, captured: CapturedInputs | None, device: torch
             yield step
             if captured is not None:
                 hidden = step.next_hidden if step.next_hidden is not None else step.forward()
+
+
+def dense_twin(model: nn.Module, dense_weights: list) -> nn.Module:
+    """A copy of a pruned model with its prunable weights set back to `dense_weights` (in the order of
+    decoder layers, then their prunable linears): the dense model that metrics compare against."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin_weights = [linear.weight for layer in decoder_layers(twin) for linear in prunable_linears(layer).values()]
+    with torch.no_grad():
+        for weight, dense in zip(twin_weights, dense_weights):
+            weight.copy_(dense)
+    return twin
