@@ -82,8 +82,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, target: Sparsit
                 mask1[:, i : i + target.m] = make_mask(window, target, "row")
             w = W1[:, i]
             d = Hinv1[i, i]
-            q = w.clone()
-            q[mask1[:, i]] = 0
+            q = w.masked_fill(mask1[:, i], 0)  # not q[mask] = 0: boolean indexing syncs a GPU every column
             Q1[:, i] = q
             err = (w - q) / d
             W1[:, i:] -= err.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))

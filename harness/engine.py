@@ -45,6 +45,9 @@ class PruneReport:
     timings: dict[str, float] = field(default_factory=dict)
     memory_before_bytes: int = 0
     peak_memory_bytes: int = 0
+    # Wall seconds of each decoder layer's step: its move to the device, statistics, scores, masks,
+    # updates and propagation (on CUDA, synchronised): what a per-layer cost estimate starts from.
+    layer_seconds: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Run-wide tallies a method records (LinearContext.count): name -> {"count", "total", "fraction"}.
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -184,6 +187,7 @@ def prune(
             with watch.time("calibration_forward"):
                 captured = capture_inputs(model, calibration, batch_size, device, progress)
         total_zeros = total_numel = 0
+        layer_start = time.perf_counter()
         for step in walk_layers(model, captured, device, progress=progress, desc=f"{method.name} layers"):
             linears = prunable_linears(step.layer)
             stats = {name: {} for name in linears}
@@ -210,6 +214,9 @@ def prune(
             if captured is not None:
                 with watch.time("calibration_forward"):
                     step.propagate(step.forward() if propagate == "pruned" else dense_outputs)
+            watch._sync()
+            report.layer_seconds.append(time.perf_counter() - layer_start)
+            layer_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     report.timings = dict(watch.totals, total=time.perf_counter() - start)

@@ -15,6 +15,24 @@ if TYPE_CHECKING:
 GROUPS = ("row", "layer")
 
 
+def kth_smallest(scores: torch.Tensor, k: int, count: int = 1, by_sort: bool | None = None) -> torch.Tensor:
+    """The k-th to (k+count-1)-th smallest entries (1-based) of each row, shaped (rows, count).
+
+    kthvalue on the CPU (a selection, faster there than a sort); on a GPU a sort, because CUDA's
+    kthvalue gives each row to one thread block, and a whole-matrix ("layer") selection is one row
+    of tens of millions of scores (on an H200, magnitude, which runs no calibration forward, took 2.4 s
+    per LLaMA-2-7B-shaped layer with kthvalue, Wanda 0.8 s: results/gpu-check/). `by_sort` forces
+    either way (tests).
+    """
+    import torch
+
+    if by_sort is None:
+        by_sort = scores.device.type != "cpu"
+    if by_sort:
+        return torch.sort(scores, dim=1).values[:, k - 1:k - 1 + count]
+    return torch.stack([torch.kthvalue(scores, k + i, dim=1).values for i in range(count)], dim=1)
+
+
 def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Mask the k lowest entries of each row, ties going to the lower index.
 
@@ -26,7 +44,7 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if k <= 0:
         return mask
-    kth = torch.kthvalue(scores, k, dim=1, keepdim=True).values
+    kth = kth_smallest(scores, k)
     if torch.isnan(kth).any():  # NaN breaks the comparisons below; sort places NaN last
         mask.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
         return mask
@@ -49,7 +67,7 @@ def lowest_per_row(scores: torch.Tensor, ratio: float, exact_count: bool = False
     mask = lowest_k(scores, k)
     extra = round(scores.numel() * ratio) - rows * k if exact_count and k < columns else 0
     if extra > 0:
-        following = torch.kthvalue(scores, k + 1, dim=1).values
+        following = kth_smallest(scores, k + 1)[:, 0]
         chosen = torch.sort(following, stable=True).indices[:extra]
         mask[chosen] = lowest_k(scores[chosen], k + 1)
     return mask
@@ -76,8 +94,7 @@ def tied_at_cut(scores: torch.Tensor, target: SparsityTarget, group: str) -> tup
     k = int(groups.shape[1] * target.ratio)
     if not 0 < k < groups.shape[1]:
         return 0, scores.numel()
-    threshold = torch.kthvalue(groups, k, dim=1, keepdim=True).values
-    following = torch.kthvalue(groups, k + 1, dim=1, keepdim=True).values
+    threshold, following = kth_smallest(groups, k, count=2).split(1, dim=1)
     straddles = threshold == following
     return int(((groups == threshold) & straddles).sum()), scores.numel()
 

@@ -175,10 +175,12 @@ def _tiny(config_factory: Callable[[], object]):
 
         from transformers import AutoModelForCausalLM
 
+        # Initialised in float32, then cast: the same weights in every dtype (transformers may draw a
+        # half-precision initialisation differently, as 5.17 does).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(config_factory(), dtype=dtype)
-        return model.eval(), byte_tokenizer()
+            model = AutoModelForCausalLM.from_config(config_factory(), dtype=torch.float32)
+        return model.to(dtype).eval(), byte_tokenizer()
 
     return load
 

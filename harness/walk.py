@@ -189,7 +189,8 @@ def capture_inputs(model: nn.Module, calibration: torch.Tensor, batch_size: int,
             if index == 0:
                 captured.hidden.append(hidden)
                 if not output_form:
-                    output_form.append(real_forward(hidden, *call.args, **call.kwargs))
+                    with on_device(layer, device):  # the layer is where the model is held (the CPU)
+                        output_form.append(real_forward(hidden, *call.args, **call.kwargs))
             if index == len(layers) - 1:
                 raise _Captured
             form = output_form[0]

@@ -55,6 +55,13 @@ def agreement(masks: dict, reference: dict) -> float:
     return same / sum(reference[k].numel() for k in reference)
 
 
+def layer_agreement(masks: dict, reference: dict) -> list[float]:
+    """`agreement` per decoder layer (keys "index.name"): where along the depth the masks part."""
+    layers = sorted({int(k.split(".")[0]) for k in reference})
+    return [agreement({k: v for k, v in masks.items() if k.split(".")[0] == str(i)},
+                      {k: v for k, v in reference.items() if k.split(".")[0] == str(i)}) for i in layers]
+
+
 def run_check(args) -> dict:
     import torch
 
@@ -73,6 +80,7 @@ def run_check(args) -> dict:
             tested = prune_and_measure(model, tokenizer, method, args.sparsity, calibration, eval_ids, device,
                                        parse_dtype(dtype), args.eval_seqlen, args.eval_windows)
             tested.update(mask_agreement=agreement(tested["masks"], reference["masks"]),
+                          layer_agreement=layer_agreement(tested["masks"], reference["masks"]),
                           cpu_perplexity=reference["perplexity"], cpu_prune_seconds=reference["prune_seconds"])
             rows.append(tested)
     for row in rows:
@@ -88,9 +96,14 @@ def run_check(args) -> dict:
 def markdown(check: dict) -> str:
     from tabulate import tabulate
 
-    header = ["method", "device", "dtype", "mask agreement", "ppl", "CPU ppl", "prune s", "s/layer", "CPU prune s",
+    def weakest(r):
+        layers = r.get("layer_agreement") or [r["mask_agreement"]]
+        index = min(range(len(layers)), key=layers.__getitem__)
+        return f"{layers[index]:.4f} (layer {index})"
+
+    header = ["method", "device", "dtype", "mask agreement", "lowest layer's", "ppl", "CPU ppl", "prune s", "s/layer", "CPU prune s",
               "peak MiB", "model MiB", "weights after"]
-    table = [[r["method"], r["device"], r["dtype"], f"{r['mask_agreement']:.6f}", f"{r['perplexity']:.4f}",
+    table = [[r["method"], r["device"], r["dtype"], f"{r['mask_agreement']:.6f}", weakest(r), f"{r['perplexity']:.4f}",
               f"{r['cpu_perplexity']:.4f}", f"{r['prune_seconds']:.2f}", f"{r['seconds_per_layer']:.3f}",
               f"{r['cpu_prune_seconds']:.2f}", f"{r['peak_memory_bytes'] / 2**20:.1f}",
               f"{r['model_bytes'] / 2**20:.1f}", ",".join(r["weights_after_pruning_on"])] for r in check["rows"]]

@@ -2,6 +2,7 @@
 half-precision model, offloaded evaluation that leaves the model as it was, the GPU check script's
 own machinery; and, marked `cuda` (skipped without CUDA), Wanda and SparseGPT on the GPU against the
 CPU with the model held on the CPU."""
+import copy
 import json
 import subprocess
 import sys
@@ -130,7 +131,8 @@ def test_gpu_check_refuses_without_cuda():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_pruning_matches_cpu_with_the_model_held_on_cpu(method, dtype, tiny_calibration):
-    cpu_model, cuda_model = load_model("tiny-llama")[0], load_model("tiny-llama", dtype)[0]
+    cpu_model = load_model("tiny-llama")[0]
+    cuda_model = copy.deepcopy(cpu_model).to(dtype)  # the same weights, whatever the dtype
     prune(cpu_model, method, 0.5, tiny_calibration, device="cpu", progress=False)
     layers = decoder_layers(cuda_model)
     on_gpu = []  # decoder layers on the GPU whenever one of them runs
@@ -169,3 +171,30 @@ def test_on_device_offloads_a_model_larger_than_the_gpu(monkeypatch):
         assert "cpu" in set(placed.hf_device_map.values())  # dispatched, not moved
         torch.testing.assert_close(placed(input_ids=ids.cuda()).logits.cpu(), expected, rtol=1e-4, atol=1e-4)
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_layer_cost_script_machinery_on_cpu(tmp_path):
+    """`gpu_layer_cost.py --shape tiny --device cpu`: every method's per-layer seconds and its estimate."""
+    out = tmp_path / "cost.json"
+    command = [sys.executable, str(ROOT / "scripts" / "gpu_layer_cost.py"), "--shape", "tiny", "--device", "cpu",
+               "--dtype", "float32", "--layers", "3", "--nsamples", "2", "--seqlen", "16", "--methods",
+               "wanda,sparsegpt", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert [row["method"] for row in result["rows"]] == ["wanda", "sparsegpt"]
+    for row in result["rows"]:
+        assert len(row["layer_seconds"]) == 3 and all(s > 0 for s in row["layer_seconds"])
+        assert row["outside_layers_seconds"] >= 0 and 0.49 < row["overall_sparsity"] < 0.51
+    assert "estimate, 2 layers" in done.stdout
+
+
+def test_layer_cost_estimate_arithmetic():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from gpu_layer_cost import estimate
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # outside 3 + first 2 + 79 later layers at the mean of 4 and 6.
+    assert estimate({"outside_layers_seconds": 3.0, "layer_seconds": [2.0, 4.0, 6.0]}, 80) == 3 + 2 + 79 * 5
+    assert estimate({"before_layers_seconds": 1.0, "layer_seconds": [2.0]}, 10) == 1 + 2 + 9 * 2

@@ -4,7 +4,7 @@ import torch
 
 from prunebench import registry
 from prunebench.errors import UsageError
-from prunebench.masks import lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
+from prunebench.masks import kth_smallest, lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
 from prunebench.sparsity import parse_sparsity
 
 
@@ -66,6 +66,17 @@ def test_selection_equals_stable_sort_on_random_scores_with_ties(seed):
     reference = torch.zeros_like(scores, dtype=torch.bool)
     reference.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
     assert torch.equal(lowest_k(scores, k), reference)
+
+
+@pytest.mark.parametrize("shape", [(1, 10_000), (7, 300)])
+def test_kth_smallest_by_sort_equals_kthvalue(shape):
+    """The GPU's way (a sort) and the CPU's (kthvalue) give the same k-th values, ties included:
+    a single long row is the whole-matrix selection."""
+    scores = torch.randint(0, 50, shape, generator=torch.Generator().manual_seed(0)).float()
+    for k in (1, shape[1] // 2, shape[1] - 1):
+        by_sort = kth_smallest(scores, k, count=2, by_sort=True)
+        assert torch.equal(by_sort, kth_smallest(scores, k, count=2, by_sort=False))
+        assert torch.equal(by_sort[:, 0], torch.sort(scores, dim=1).values[:, k - 1])
 
 
 def test_selection_with_nan_falls_back_to_sort_order():
