@@ -198,3 +198,15 @@ def test_layer_cost_estimate_arithmetic():
     # outside 3 + first 2 + 79 later layers at the mean of 4 and 6.
     assert estimate({"outside_layers_seconds": 3.0, "layer_seconds": [2.0, 4.0, 6.0]}, 80) == 3 + 2 + 79 * 5
     assert estimate({"before_layers_seconds": 1.0, "layer_seconds": [2.0]}, 10) == 1 + 2 + 9 * 2
+
+
+def test_mask_sensitivity_script_on_a_tiny_model(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "mask_sensitivity.py"), "--nsamples", "4", "--seqlen", "32",
+               "--eval-seqlen", "32", "--eval-windows", "2", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "mask-sensitivity.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["wanda", "sparsegpt"]
+    for row in rows:
+        assert 0.9 < row["mask_agreement"] <= 1 and len(row["layer_agreement"]) == 2
+        assert row["perplexity_1_threads"] > 1 and row["perplexity_2_threads"] > 1
