@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                      help="run only matching cells (model, method, sparsity, seqlen, seed, calibration, nsamples)")
     run.add_argument("--force", action="store_true", help="rerun finished cells")
+    run.add_argument("--remeasure", default=None, metavar="METRIC[,METRIC]",
+                     help="timed metrics of the grid (speed, memory) to measure again in finished cells that "
+                          "measured them on a contended machine; run it on a quiet one")
     run.add_argument("--dry-run", action="store_true", help="list the cells and their status, run nothing")
     run.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failed cell")
     run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)

@@ -363,15 +363,17 @@ def run_run(args) -> int:
         from prunebench.executors import import_ray
 
         import_ray()  # a missing extra is a usage error before anything runs
+    remeasure = _checked_remeasure(config, args.remeasure)
     if args.dry_run:
         return _print_status(config, results_dir, filters)
     if args.executor == "ray":
         from prunebench.executors import run_grid_ray
 
         summary = run_grid_ray(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst,
-                               address=args.address)
+                               address=args.address, remeasure=remeasure)
     else:
-        summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst)
+        summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst,
+                           remeasure=remeasure)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.busy)} busy in another "
           f"process, {len(summary.failed)} failed; results in {results_dir}")
     if summary.failed:
@@ -379,6 +381,22 @@ def run_run(args) -> int:
             print(f"failed: {name}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _checked_remeasure(config, names: str | None) -> tuple[str, ...]:
+    """`--remeasure` names: timed metrics the grid measures (re-measuring anything else changes nothing)."""
+    from prunebench import registry
+
+    if not names:
+        return ()
+    in_grid = {spec.name for spec in config.metrics}
+    timed = sorted(name for name in in_grid if registry.get_metric(name).timed)
+    chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
+    for name in chosen:
+        if name not in timed:
+            raise UsageError(f"--remeasure {name}: not a timed metric of this grid; name one of "
+                             f"{', '.join(timed) or '(none: add speed or memory to evaluation.metrics)'}.")
+    return chosen
 
 
 def run_status(args) -> int:

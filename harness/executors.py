@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from prunebench.config import BenchmarkConfig, Resources
 from prunebench.errors import UsageError
 from prunebench.grid import Cell, cell_provenance, content_hash
-from prunebench.runner import (RunSummary, SessionCache, execute_cell, extendable, failed_fields, finish_cell,
+from prunebench.runner import (RunSummary, SessionCache, cell_plan, execute_cell, failed_fields, finish_cell,
                                merge_record, record_header, select_cells)
 from prunebench.store import ResultsStore
 
@@ -53,7 +53,8 @@ def expected_provenance(cell: Cell, config: BenchmarkConfig, resources: Resource
     return dict(cell_provenance(cell, config), torch_threads=resources.cpus, device=cell_device(config, resources))
 
 
-def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: dict | None = None) -> dict:
+def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: dict | None = None,
+                  remeasure: tuple[str, ...] = ()) -> dict:
     """What a Ray task runs: the cell in this worker, with the provenance and content hash it ran under."""
     import torch
 
@@ -66,12 +67,13 @@ def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: d
                          "ask for one with resources: {gpus: 1}.")
     provenance = cell_provenance(cell, config)
     return {"provenance": provenance, "hash": content_hash(cell, config, provenance),
-            "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False, previous=previous)}
+            "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False, previous=previous,
+                                   remeasure=remeasure)}
 
 
 def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None,
                  force: bool = False, fail_fast: bool = False, progress: bool = True, echo=tqdm.write,
-                 address: str | None = None) -> RunSummary:
+                 address: str | None = None, remeasure: tuple[str, ...] = ()) -> RunSummary:
     """`prunebench.runner.run_grid` with the cells as Ray tasks: same records, resume, locks and summary.
 
     `address` is passed to `ray.init` (None: a Ray started here; "auto": the running cluster;
@@ -114,20 +116,19 @@ def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters:
             else:
                 deferred.append(cell)
             return
-        if store.is_done(cell.name, cell_hash, force=force, stamp_at_start=stamps[cell.name]):
+        header = record_header(cell, config, cell_hash, provenance)
+        action, previous, again = cell_plan(store, cell, header, force, stamps[cell.name], remeasure)
+        if action == "skip":
             lock.close()
             summary.skipped.append(cell.name)
             bar.update()
             return
-        header = record_header(cell, config, cell_hash, provenance)
-        previous = store.read(cell.name)
-        previous = previous if extendable(previous, header["base_hash"], force) else None
         options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
         if resources.memory_gb:
             options["memory"] = int(resources.memory_gb * 2**30)
         if environment:
             options["runtime_env"] = {"env_vars": environment}
-        reference = task.options(**options).remote(cell, config, resources.cpus, previous)
+        reference = task.options(**options).remote(cell, config, resources.cpus, previous, again)
         pending[reference] = (header, previous, lock)
 
     def drain() -> bool:

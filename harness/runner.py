@@ -162,22 +162,27 @@ def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
 
 
 def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool,
-                 previous: dict) -> tuple[dict, dict]:
+                 previous: dict, remeasure: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """A finished cell's record with the grid's metrics it lacks: the cell is pruned again, checked to
     be the model the record measured (per-layer sparsity, or kept structures of a structured cell, and
-    first perplexity window), then only the missing metrics run. What the record already holds is kept.
-    Returns the record and its `extensions` entry (which metrics ran, the re-pruning's timings)."""
+    first perplexity window), then only the missing metrics run, and those named in `remeasure` run
+    again (their new values replace the old, which the extension entry keeps). The rest of the record
+    is kept. Returns the record and its `extensions` entry (which metrics ran, the re-pruning's timings)."""
     pruned, model = _prune_cell(cell, session, config, device, progress)
     _check_reproduced(cell, session, config, device, previous, pruned, model)
     done = previous.get("evaluation_metrics") or []
-    missing = [spec for spec, described in zip(config.metrics, metric_descriptors(config)) if described not in done]
+    missing = [spec for spec, described in zip(config.metrics, metric_descriptors(config))
+               if described not in done or spec.name in remeasure]
     evaluated, diverged = _evaluate(cell, session, config, device, progress, model, specs=missing)
     record = {key: value for key, value in previous.items() if key not in ("schema", "hash")}
     for key, value in evaluated.items():
         record[key] = dict(record.get(key) or {}, **value) if isinstance(value, dict) else value
     if diverged:
         record["status"] = "diverged"
-    return record, {"metrics": [spec.name for spec in missing], "prune_timings": pruned.get("timings")}
+    extension = {"metrics": [spec.name for spec in missing], "prune_timings": pruned.get("timings")}
+    if remeasure:
+        extension["remeasured"] = {name: (previous.get("metrics") or {}).get(name) for name in remeasure}
+    return record, extension
 
 
 def _check_reproduced(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
@@ -216,7 +221,7 @@ class SessionCache:
 
 
 def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, device: torch.device,
-                 progress: bool = False, previous: dict | None = None) -> dict:
+                 progress: bool = False, previous: dict | None = None, remeasure: tuple[str, ...] = ()) -> dict:
     """Run one cell where this process is and return the measured part of its record (started ..
     finished); a failing cell returns status "failed" with its error instead of raising. Executors
     call this (locally, or on a Ray worker) and the driver adds `record_header` and persists.
@@ -234,7 +239,7 @@ def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, de
         if previous is None:
             result.update(_run_cell(cell, session, config, device, progress))
         else:
-            record, extension = _extend_cell(cell, session, config, device, progress, previous)
+            record, extension = _extend_cell(cell, session, config, device, progress, previous, remeasure)
             result = record
     except KeyboardInterrupt:
         raise
@@ -263,6 +268,28 @@ def extendable(record: dict | None, base_hash: str, force: bool) -> bool:
     if force or record is None or record.get("status") not in ("ok", "diverged"):
         return False
     return record.get("base_hash", record.get("hash")) == base_hash
+
+
+def contended_measurements(record: dict, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of the timed metrics `names`, those this record holds as measured on a contended machine."""
+    from prunebench.metrics import measured_contended
+
+    return tuple(name for name in names if (record.get("metrics") or {}).get(name) is not None
+                 and measured_contended(record, name))
+
+
+def cell_plan(store: ResultsStore, cell: Cell, header: dict, force: bool, stamp,
+              remeasure: tuple[str, ...] = ()) -> tuple[str, dict | None, tuple[str, ...]]:
+    """What a run does with one cell: ("skip", None, ()), ("run", None, ()) for a whole run, or
+    ("extend", its finished record, the metrics to re-measure) to add the grid's missing metrics
+    and re-measure the `remeasure` metrics it measured on a contended machine."""
+    previous = store.read(cell.name)
+    if not extendable(previous, header["base_hash"], force):
+        previous = None
+    again = contended_measurements(previous, remeasure) if previous is not None else ()
+    if not again and store.is_done(cell.name, header["hash"], force=force, stamp_at_start=stamp):
+        return "skip", None, ()
+    return ("extend", previous, again) if previous is not None else ("run", None, ())
 
 
 def failed_fields(error: BaseException, trace: str) -> dict:
@@ -301,14 +328,18 @@ def finish_cell(store: ResultsStore, summary: RunSummary, record: dict, echo, ex
         summary.failed.append((record["name"], error))
         echo(f"{'failed':>8}  {record['name']}  {error}")
     elif extended:
-        echo(f"{'extended':>8}  {record['name']}  +{', '.join(last['metrics'])}: {_headline(record)}")
+        again = f" (re-measured {', '.join(last['remeasured'])})" if last.get("remeasured") else ""
+        echo(f"{'extended':>8}  {record['name']}  +{', '.join(last['metrics'])}{again}: {_headline(record)}")
     else:
         echo(f"{record['status']:>8}  {record['name']}  {_headline(record)}")
 
 
 def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
-             fail_fast: bool = False, progress: bool = True, echo=tqdm.write) -> RunSummary:
-    """Run every selected cell not already finished with the same content hash."""
+             fail_fast: bool = False, progress: bool = True, echo=tqdm.write,
+             remeasure: tuple[str, ...] = ()) -> RunSummary:
+    """Run every selected cell not already finished with the same content hash; with `remeasure`
+    (timed metrics of the grid), also measure those again where a finished cell measured them on a
+    contended machine."""
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})
     device = config_device(config)
@@ -329,14 +360,12 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
                 else:
                     deferred.append(cell)
                 continue
-            if store.is_done(cell.name, cell_hash, force=force, stamp_at_start=stamps[cell.name]):
+            header = record_header(cell, config, cell_hash, provenance)
+            action, previous, again = cell_plan(store, cell, header, force, stamps[cell.name], remeasure)
+            if action == "skip":
                 summary.skipped.append(cell.name)
                 continue
-            header = record_header(cell, config, cell_hash, provenance)
-            previous = store.read(cell.name)
-            if not extendable(previous, header["base_hash"], force):
-                previous = None
-            result = execute_cell(cell, config, sessions, device, progress, previous=previous)
+            result = execute_cell(cell, config, sessions, device, progress, previous=previous, remeasure=again)
             finish_cell(store, summary, merge_record(header, result, previous), echo, extended=previous is not None)
             if fail_fast and summary.failed and summary.failed[-1][0] == cell.name:
                 break

@@ -311,6 +311,41 @@ PRUNE = ["prune", "--model", "tiny-llama", "--method", "magnitude", "--sparsity"
          "--seqlen", "16", "--device", "cpu"]
 
 
+SPEED = "[{name: speed, repeats: 2, warmup: 1, decode_tokens: 2, decode_batches: [1], prompt_length: 4, csr: false}]"
+
+
+def test_remeasure_measures_contended_timings_again_and_keeps_the_old(tmp_path, monkeypatch, capsys):
+    """`--remeasure speed` re-prunes only the finished cells whose speed was timed on a loaded machine,
+    replaces that speed (the extension keeps the old) and leaves every other number and cell alone."""
+    import prunebench.runner as runner
+    from prunebench.cli import main
+    from prunebench.metrics import measured_contended
+
+    monkeypatch.setattr(runner, "load_record", lambda *args, **kwargs: {"contended": False})
+    path = grid(tmp_path, ["magnitude", "wanda"], SPEED)
+    results = tmp_path / "results"
+    run_grid(load_config(path), results, progress=False, echo=lambda line: None)
+    store = ResultsStore(results)
+    before = {r["name"]: r for r in store.records()}
+    wanda = next(name for name in before if "wanda" in name)
+    store.write(dict(before[wanda], load={"contended": True}))  # as if measured beside another job
+
+    lines = []
+    summary = run_grid(load_config(path), results, progress=False, echo=lines.append, remeasure=("speed",))
+    after = {r["name"]: r for r in store.records()}
+    assert summary.ran == [wanda] and len(summary.skipped) == len(before) - 1 and not summary.failed
+    extension = after[wanda]["extensions"][-1]
+    assert extension["metrics"] == ["speed"] and extension["remeasured"] == {"speed": before[wanda]["metrics"]["speed"]}
+    assert not measured_contended(after[wanda], "speed") and "re-measured speed" in lines[0]
+    assert after[wanda]["perplexity"] == before[wanda]["perplexity"] and after[wanda]["hash"] == before[wanda]["hash"]
+    assert all(after[name] == before[name] for name in before if name != wanda)
+    # Measured quietly now: nothing more to do.
+    assert run_grid(load_config(path), results, progress=False, echo=lambda line: None, remeasure=("speed",)).ran == []
+    # Only a timed metric of the grid can be re-measured: a one-line error, exit 2.
+    assert main(["run", str(path), "--results-dir", str(results), "--remeasure", "size"]) == 2
+    assert "--remeasure size: not a timed metric of this grid; name one of speed" in capsys.readouterr().err
+
+
 def test_prune_measures_named_metrics_of_one_pruned_model(install_plugin, tmp_path, capsys):
     """`prunebench prune --metric`: built-in and plugin metrics from the registry, printed in the summary
     with their direction and range and written to --json, for the one pruned model."""
