@@ -324,7 +324,7 @@ def _structured_figure(plt, metric, model, label, points, dense, scale, x_label,
     _metric_axis(axes, label, metric)
     axes.set_title(f"{model}: structured pruning (points labelled with target sparsity)")
     _legend_outside(axes, handles)
-    _caption(figure, [p[4] for p in points])
+    _caption(figure, [p[4] for p in points], f"horizontal bars: the range of {x_label} over the metric's repeats")
     return figure
 
 

@@ -131,11 +131,16 @@ def test_speed_interleaves_models_after_warmup_with_repeats(tiny_llama):
     tokens = torch.arange(32)
     result = measure_speed(models, tokens, repeats=3, warmup=2, decode_tokens=2, decode_batches=(1, 8), prompt_length=4)
     prefills = [tag for tag, kind in log if kind == "prefill"]
-    # warm-up + repeats rounds; in each round every case runs each model in turn (interleaved).
-    assert prefills == ["dense", "pruned"] * 5
+    # warm-up + repeats rounds; in each round every case runs each model in turn (interleaved), each
+    # timed run right after an untimed one of the same model (no timing follows another model's run).
+    assert prefills == ["dense", "dense", "pruned", "pruned"] * 5
     decode_calls = [tag for tag, kind in log if kind == "decode"]
-    assert len(decode_calls) == 5 * 2 * 2 * (1 + 2)  # rounds x cases x models x (prompt + tokens)
-    assert decode_calls[:6] == ["dense"] * 3 + ["pruned"] * 3
+    assert len(decode_calls) == 5 * 2 * 2 * 2 * (1 + 2)  # rounds x cases x models x runs x (prompt + tokens)
+    assert decode_calls[:12] == ["dense"] * 6 + ["pruned"] * 6
+    unsettled = []
+    models = {"dense": Recorder("dense", model, unsettled), "pruned": Recorder("pruned", copy.deepcopy(model), unsettled)}
+    measure_speed(models, tokens, repeats=1, warmup=0, decode_batches=(1,), prompt_length=4, settle=False)
+    assert [tag for tag, kind in unsettled if kind == "prefill"] == ["dense", "pruned"]
     entry = result["models"]["pruned"]
     assert set(entry) == {"prefill", "decode_b1", "decode_b8"}
     assert all(len(case["seconds"]["samples"]) == 3 and len(case["speedup"]["samples"]) == 3 for case in entry.values())
