@@ -394,8 +394,12 @@ def _checked_remeasure(config, names: str | None) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(name.strip() for name in names.split(",") if name.strip()))
     for name in chosen:
         if name not in timed:
+            from prunebench.metrics import registered_metrics
+
+            missing = "(none: add " + " or ".join(sorted(m.name for m in registered_metrics() if m.timed)) + \
+                " to evaluation.metrics)"
             raise UsageError(f"--remeasure {name}: not a timed metric of this grid; name one of "
-                             f"{', '.join(timed) or '(none: add speed or memory to evaluation.metrics)'}.")
+                             f"{', '.join(timed) or missing}.")
     return chosen
 
 

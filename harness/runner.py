@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from prunebench import registry
 from prunebench.config import BenchmarkConfig
 from prunebench.errors import UsageError
 from prunebench.grid import Cell, cell_provenance, config_device, content_hash, expand, metric_descriptors
@@ -181,7 +182,7 @@ def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, de
         record["status"] = "diverged"
     extension = {"metrics": [spec.name for spec in missing], "prune_timings": pruned.get("timings")}
     if remeasure:
-        extension["remeasured"] = {name: (previous.get("metrics") or {}).get(name) for name in remeasure}
+        extension["remeasured"] = {name: registry.get_metric(name).result_of(previous) for name in remeasure}
     return record, extension
 
 
@@ -274,7 +275,7 @@ def contended_measurements(record: dict, names: tuple[str, ...]) -> tuple[str, .
     """Of the timed metrics `names`, those this record holds as measured on a contended machine."""
     from prunebench.metrics import measured_contended
 
-    return tuple(name for name in names if (record.get("metrics") or {}).get(name) is not None
+    return tuple(name for name in names if registry.get_metric(name).result_of(record) is not None
                  and measured_contended(record, name))
 
 

@@ -26,19 +26,16 @@ from pathlib import Path
 def prune_and_measure(model, tokenizer, method: str, sparsity: str, calibration, eval_ids, device, dtype,
                       eval_seqlen: int, eval_windows: int) -> dict:
     """Prune a copy of `model` in `dtype` on `device`; its masks (on the CPU), perplexity and costs."""
-    import torch
-
     from prunebench.engine import prune
     from prunebench.evaluate import perplexity
-    from prunebench.walk import decoder_layers, module_bytes, on_device, prunable_linears
+    from prunebench.walk import decoder_layers, module_bytes, on_device
 
     twin = copy.deepcopy(model).to(dtype)
     begin = time.perf_counter()
     report = prune(twin, method, sparsity, calibration, device=device, progress=False)
     seconds = time.perf_counter() - begin
     homes = sorted({str(p.device) for p in twin.parameters()})
-    masks = {f"{index}.{name}": (linear.weight == 0).cpu()
-             for index, layer in enumerate(decoder_layers(twin)) for name, linear in prunable_linears(layer).items()}
+    masks = linear_masks(twin)
     with on_device(twin, device):
         result = perplexity(twin, eval_ids, eval_seqlen, eval_windows, device=device)
     return {"method": method, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
@@ -47,6 +44,14 @@ def prune_and_measure(model, tokenizer, method: str, sparsity: str, calibration,
             "peak_memory_bytes": report.peak_memory_bytes, "memory_before_bytes": report.memory_before_bytes,
             "model_bytes": module_bytes(twin), "weights_after_pruning_on": homes,
             "overall_sparsity": report.overall_sparsity}
+
+
+def linear_masks(model) -> dict:
+    """Every prunable linear's pruned weights (True = zero) on the CPU, keyed "layer index.name"."""
+    from prunebench.walk import decoder_layers, prunable_linears
+
+    return {f"{index}.{name}": (linear.weight == 0).cpu()
+            for index, layer in enumerate(decoder_layers(model)) for name, linear in prunable_linears(layer).items()}
 
 
 def agreement(masks: dict, reference: dict) -> float:
@@ -101,8 +106,8 @@ def markdown(check: dict) -> str:
         index = min(range(len(layers)), key=layers.__getitem__)
         return f"{layers[index]:.4f} (layer {index})"
 
-    header = ["method", "device", "dtype", "mask agreement", "lowest layer's", "ppl", "CPU ppl", "prune s", "s/layer", "CPU prune s",
-              "peak MiB", "model MiB", "weights after"]
+    header = ["method", "device", "dtype", "mask agreement", "lowest layer's", "ppl", "CPU ppl", "prune s", "s/layer",
+              "CPU prune s", "peak MiB", "model MiB", "weights after"]
     table = [[r["method"], r["device"], r["dtype"], f"{r['mask_agreement']:.6f}", weakest(r), f"{r['perplexity']:.4f}",
               f"{r['cpu_perplexity']:.4f}", f"{r['prune_seconds']:.2f}", f"{r['seconds_per_layer']:.3f}",
               f"{r['cpu_prune_seconds']:.2f}", f"{r['peak_memory_bytes'] / 2**20:.1f}",

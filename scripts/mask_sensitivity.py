@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import agreement, layer_agreement  # noqa: E402
+from gpu_check import agreement, layer_agreement, linear_masks  # noqa: E402
 
 
 def pruned_masks(model, method: str, sparsity: str, calibration, eval_ids, threads: int, eval_seqlen: int,
@@ -26,14 +26,11 @@ def pruned_masks(model, method: str, sparsity: str, calibration, eval_ids, threa
 
     from prunebench.engine import prune
     from prunebench.evaluate import perplexity
-    from prunebench.walk import decoder_layers, prunable_linears
 
     torch.set_num_threads(threads)
     twin = copy.deepcopy(model)
     prune(twin, method, sparsity, calibration, device="cpu", progress=False)
-    masks = {f"{i}.{name}": (linear.weight == 0) for i, layer in enumerate(decoder_layers(twin))
-             for name, linear in prunable_linears(layer).items()}
-    return masks, perplexity(twin, eval_ids, eval_seqlen, eval_windows, device="cpu").perplexity
+    return linear_masks(twin), perplexity(twin, eval_ids, eval_seqlen, eval_windows, device="cpu").perplexity
 
 
 def main() -> int:
