@@ -29,6 +29,7 @@ demo: setup
 		--calib-dataset pydoc --nsamples 128 --seqlen 128 $(EVAL_ARGS) --eval-seqlen 512 --eval-windows 32
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -1,8 +1,7 @@
 """Magnitude pruning: score |W|, one threshold for the whole matrix (REFERENCE.md section 3)."""
 from __future__ import annotations
 
-from prunebench import PruningMethod, hookimpl
-from prunebench.masks import tied_at_cut
+from prunebench import PruningMethod, hookimpl, tied_at_cut
 
 
 class Magnitude(PruningMethod):

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prunebench import PruningMethod, RunningMean, Statistic, UsageError, hookimpl
-from prunebench.sparsity import SparsityTarget
+from prunebench import PruningMethod, RunningMean, SparsityTarget, Statistic, UsageError, hookimpl
 
 if TYPE_CHECKING:
     import torch

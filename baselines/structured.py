@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prunebench.errors import UsageError
-from prunebench.hookspecs import hookimpl
-from prunebench.method import Accumulator, Statistic
-from prunebench.structured_method import LayerScores, StructuredMethod, group_sum, token_cosines
+from prunebench import (
+    Accumulator,
+    LayerScores,
+    Statistic,
+    StructuredMethod,
+    UsageError,
+    add_output_bias,
+    group_sum,
+    hookimpl,
+    token_cosines,
+)
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
     import torch
@@ -102,8 +109,6 @@ class FLAP(StructuredMethod):
         if not compensate_bias:
             return
         import torch
-
-        from prunebench.structure import add_output_bias
 
         for kind, name in (("heads", "o_proj"), ("channels", "down_proj")):
             if kind not in removed:

@@ -1,34 +1,50 @@
-"""prunebench: a plugin-based harness for post-training pruning of large language models."""
+"""prunebench: a plugin-based harness for post-training pruning of large language models.
+
+The public API: what a plugin subclasses or receives (re-exported from `prunebench.api`), the helpers
+the built-in plugins share, and the library calls a script makes. Nothing happens at import: torch
+and transformers load with the first call that needs them.
+"""
 from __future__ import annotations
 
-from prunebench.errors import UsageError
-from prunebench.hookspecs import hookimpl
-from prunebench.method import Accumulator, LinearContext, PruningMethod, RunningMean, Statistic
-from prunebench.metrics import Metric, MetricContext, Value
-from prunebench.pruned_models import register_when_transformers_loads
-from prunebench.structured_method import LayerAllocation, LayerEvidence, LayerScores, StructuredMethod
-from prunebench.sparsity import SparsityTarget, parse_sparsity
-
-__version__ = "0.1.0"
-
-# Structurally pruned models with per-layer shapes load through AutoModelForCausalLM after
-# `import prunebench`; registration waits for transformers so that `--help` stays torch-free.
-register_when_transformers_loads()
+from .api import __version__
+from .api.allocation import LayerAllocation
+from .api.errors import UsageError
+from .api.hookspecs import hookimpl
+from .api.method import Accumulator, LinearContext, PruningMethod, RunningMean, Statistic
+from .api.metric import DENSE, PRUNED, REQUIRED, Metric, MetricContext, Value
+from .api.records import FINISHED, STRUCTURED
+from .api.sources import ModelAlias, TextDataset
+from .api.sparsity import SparsityTarget, parse_sparsity
+from .api.structured import LayerEvidence, LayerScores, StructuredMethod, add_output_bias, group_sum, token_cosines
+from .api.tables import Cell, Table
+from .models.checkpoints import register_with_transformers as register_pruned_models
+from .models.loading import load_model
+from .pruning.masks import tied_at_cut
+from .pruning.structured_allocation import Plan, mean_preserving_ratios
 
 
 def prune(model, method, sparsity, calibration, **method_args):
     """Prune `model` in place with `method` at `sparsity` on `calibration` token ids (nsamples, L).
 
-    Returns a `prunebench.engine.PruneReport`. Engine options (batch_size, device, propagate,
-    progress, allocation, owl_m, owl_lambda) pass through; other keyword arguments are the method's arguments.
+    Returns a `PruneReport`. Engine options (batch_size, device, propagate, progress, allocation,
+    allocation_settings) pass through; other keyword arguments are the method's arguments.
     """
-    from prunebench.engine import prune as _prune
+    from .pruning.engine import prune as prune_model  # torch loads here, not with `import prunebench`
 
-    return _prune(model, method, sparsity, calibration, **method_args)
+    return prune_model(model, method, sparsity, calibration, **method_args)
+
+
+def structured_prune(model, method, sparsity, calibration, **method_args):
+    """Remove whole heads, FFN channels or layers of `model` with a structured `method`; a `StructuredReport`."""
+    from .pruning.structured_engine import structured_prune as prune_structures  # torch loads here
+
+    return prune_structures(model, method, sparsity, calibration, **method_args)
 
 
 __all__ = [
-    "Accumulator", "LinearContext", "PruningMethod", "RunningMean", "SparsityTarget", "Statistic", "UsageError",
-    "Metric", "MetricContext", "Value", "hookimpl", "parse_sparsity", "prune", "__version__",
-    "LayerAllocation", "LayerEvidence", "LayerScores", "StructuredMethod",
+    "Accumulator", "Cell", "DENSE", "FINISHED", "LayerAllocation", "LayerEvidence", "LayerScores", "LinearContext",
+    "Metric", "MetricContext", "ModelAlias", "PRUNED", "Plan", "PruningMethod", "REQUIRED", "RunningMean", "STRUCTURED",
+    "SparsityTarget", "Statistic", "StructuredMethod", "Table", "TextDataset", "UsageError", "Value", "__version__",
+    "add_output_bias", "group_sum", "hookimpl", "load_model", "mean_preserving_ratios", "parse_sparsity", "prune",
+    "register_pruned_models", "structured_prune", "tied_at_cut", "token_cosines",
 ]

@@ -25,7 +25,7 @@ from prunebench.baselines.ria import RIA
 from prunebench.baselines.wanda import Wanda
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 

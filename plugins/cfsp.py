@@ -12,10 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from prunebench.hookspecs import hookimpl
-from prunebench.layer_allocation import LayerAllocation
-from prunebench.structured_allocation import mean_preserving_ratios
-from prunebench.structured_method import LayerScores, StructuredMethod, token_cosines
+from prunebench import LayerAllocation, LayerScores, StructuredMethod, hookimpl, mean_preserving_ratios, token_cosines
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
     import torch

@@ -14,12 +14,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from prunebench import LayerAllocation, LayerScores, StructuredMethod, UsageError, hookimpl, mean_preserving_ratios
 from prunebench.baselines.structured import BOTH_KINDS, vector_and_element
-from prunebench.errors import UsageError
-from prunebench.hookspecs import hookimpl
-from prunebench.layer_allocation import LayerAllocation
-from prunebench.structured_allocation import mean_preserving_ratios
-from prunebench.structured_method import LayerScores, StructuredMethod
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
     import torch

@@ -79,13 +79,12 @@ def _evaluation(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace, out: Path) -> None:
-    import torch
-
     import prunebench
     import prunebench.plugins.ace
-    from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from prunebench.evaluate import perplexity
-    from prunebench.models import load_model
+    import torch
+    from prunebench.data.datasets import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+    from prunebench.metrics.perplexity import perplexity
+    from prunebench.models.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,9 +157,8 @@ def write_table(records_path: Path, out: Path, evaluation: dict) -> None:
     calibration sets). The 'all settings' column compares over all settings at once: each window's
     NLL averaged over the settings, so the ratio is the geometric mean of the settings' ratios.
     """
+    from prunebench.metrics.uncertainty import perplexity_estimate
     from tabulate import tabulate
-
-    from prunebench.uncertainty import perplexity_estimate
 
     everything = _read(records_path)
     matching = [r for r in everything if r["evaluation"] == evaluation]
@@ -251,7 +249,7 @@ class _Runs:
 
     def ratio_cells(self, reference: str, name: str) -> list[str]:
         """One paired ratio per setting (on the seeds both have), then over all settings (seed 0)."""
-        from prunebench.uncertainty import perplexity_ratio
+        from prunebench.metrics.uncertainty import perplexity_ratio
 
         cells, pooled_reference, pooled_method = [], [], []
         for setting in self.settings:

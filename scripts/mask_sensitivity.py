@@ -23,9 +23,8 @@ from gpu_check import agreement, layer_agreement, linear_masks  # noqa: E402
 def pruned_masks(model, method: str, sparsity: str, calibration, eval_ids, threads: int, eval_seqlen: int,
                  eval_windows: int) -> tuple[dict, float]:
     import torch
-
-    from prunebench.engine import prune
-    from prunebench.evaluate import perplexity
+    from prunebench.metrics.perplexity import perplexity
+    from prunebench.pruning.engine import prune
 
     torch.set_num_threads(threads)
     twin = copy.deepcopy(model)
@@ -48,8 +47,8 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write mask-sensitivity.json here")
     args = parser.parse_args()
 
-    from prunebench.data import calibration_windows, evaluation_text, tokenize_text
-    from prunebench.models import load_model
+    from prunebench.data.datasets import calibration_windows, evaluation_text, tokenize_text
+    from prunebench.models.loading import load_model
 
     model, tokenizer = load_model(args.model, "float32")
     calibration = calibration_windows(tokenizer, args.dataset, args.nsamples, args.seqlen, 0, None)

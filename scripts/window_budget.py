@@ -2,7 +2,7 @@
 
 Prunes one model with two methods (same calibration) and keeps every window's mean NLL on the
 evaluation split; then, for growing window counts, prints the paired 95% interval of the perplexity
-ratio (prunebench.uncertainty.perplexity_ratio, the same statistic the report uses) and the seconds
+ratio (prunebench.metrics.uncertainty.perplexity_ratio, the same statistic the report uses) and the seconds
 evaluation costs per window. Choose the smallest count whose half-width is within the target.
 Records go to OUT/pilot.json (rerun with --table-only to reprint).
 """
@@ -39,13 +39,12 @@ def main() -> None:
 
 
 def run_pilot(args) -> dict:
-    import torch
-
     import prunebench
-    from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from prunebench.evaluate import perplexity
-    from prunebench.models import load_model
-    from prunebench.walk import decoder_layers, prunable_linears
+    import torch
+    from prunebench.data.datasets import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+    from prunebench.metrics.perplexity import perplexity
+    from prunebench.models.loading import load_model
+    from prunebench.models.walk import decoder_layers, prunable_linears
 
     model, tokenizer = load_model(args.model)
     weights = [linear.weight for layer in decoder_layers(model) for linear in prunable_linears(layer).values()]
@@ -67,7 +66,7 @@ def run_pilot(args) -> dict:
 
 
 def print_table(pilot: dict) -> None:
-    from prunebench.uncertainty import perplexity_ratio
+    from prunebench.metrics.uncertainty import perplexity_ratio
 
     (reference, a), (method, b) = pilot["methods"].items()
     available = min(len(a["window_nlls"]), len(b["window_nlls"]))

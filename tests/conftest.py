@@ -11,10 +11,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 import torch
-
 from prunebench import registry
-from prunebench.data import calibration_documents, sample_calibration
-from prunebench.models import load_model
+from prunebench.data.datasets import calibration_documents, sample_calibration
+from prunebench.models.loading import load_model
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import math
 from pathlib import Path
 
 import torch
-
-from prunebench.store import ResultsStore
+from prunebench.store.results import ResultsStore
 
 LABEL = "wikitext2-512x40"
 MODEL = "llama-2-7b"  # its source matches the published numbers in report.PUBLISHED
@@ -71,7 +70,7 @@ def _record(method: str, sparsity: str | None, seqlen: int | None, index: int) -
 
 
 def _structured_record(method: str, index: int) -> dict:
-    """A structured cell's record as a grid writes it (`prunebench.structured_cells`): `kind`, and under
+    """A structured cell's record as a grid writes it (`prunebench.grid.structured_cells`): `kind`, and under
     `structured` the parameters before and after, kept heads and channels per layer, removed layers."""
     shift, speedup = STRUCTURED[method]
     record = _record("wanda", "0.5", 16, index)  # an unstructured cell at 50% L=16, made structured below

@@ -1,17 +1,16 @@
 """Unstructured layer allocation through the register_allocations hook: a third-party allocation is
 used by `prune` with its settings, OWL through the hook gives OWL's own numbers, bad names and bad
 plugin answers are one-line errors, and `prunebench list` says which track each allocation serves."""
+import prunebench
 import pytest
 import torch
-
-import prunebench
-from prunebench.allocation import owl_layer_targets
-from prunebench.cli import main
-from prunebench.errors import UsageError
-from prunebench.layer_allocation import LayerAllocation
-from prunebench.models import load_model
-from prunebench.sparsity import parse_sparsity
-from prunebench.walk import decoder_layers, prunable_linears
+from prunebench.api.allocation import LayerAllocation
+from prunebench.api.errors import UsageError
+from prunebench.api.sparsity import parse_sparsity
+from prunebench.cli.main import main
+from prunebench.models.loading import load_model
+from prunebench.models.walk import decoder_layers, prunable_linears
+from prunebench.pruning.owl import owl_layer_targets
 
 
 class LowThenHigh(LayerAllocation):
@@ -130,9 +129,9 @@ device: cpu
 
 
 def test_a_grid_and_prune_name_a_plugins_allocation_with_its_settings(register_plugin, tmp_path, capsys):
-    from prunebench.config import load_config
-    from prunebench.runner import run_grid
-    from prunebench.store import ResultsStore
+    from prunebench.grid.config import load_config
+    from prunebench.grid.runner import run_grid
+    from prunebench.store.results import ResultsStore
 
     register_plugin(Plugin(LowThenHigh()))
     path = tmp_path / "grid.yaml"

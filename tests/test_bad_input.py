@@ -3,8 +3,7 @@ the problem and the fix, exit code 2, no traceback, and nothing already computed
 from pathlib import Path
 
 import pytest
-
-from prunebench.cli import main
+from prunebench.cli.main import main
 
 GOOD = """\
 suite: tiny
@@ -181,7 +180,7 @@ def test_report_and_status_on_a_read_only_results_directory(tmp_path, capsys, mo
 
 
 def _store_with_records(tmp_path, count=2):
-    from prunebench.store import ResultsStore
+    from prunebench.store.results import ResultsStore
 
     store = ResultsStore(tmp_path / "results")
     for i in range(count):
@@ -190,7 +189,7 @@ def _store_with_records(tmp_path, count=2):
 
 
 def test_damaged_derived_files_are_rebuilt_and_bad_records_quarantined(tmp_path, capsys):
-    from prunebench.store import DATABASE, ResultsStore
+    from prunebench.store.results import DATABASE, ResultsStore
 
     store = _store_with_records(tmp_path, 3)
     root = store.root
@@ -211,7 +210,7 @@ def test_damaged_derived_files_are_rebuilt_and_bad_records_quarantined(tmp_path,
 def test_orphan_temporary_files_and_rows_of_deleted_cells_are_cleaned(tmp_path):
     import shutil
 
-    from prunebench.store import ResultsStore
+    from prunebench.store.results import ResultsStore
 
     store = _store_with_records(tmp_path, 2)
     orphan = store.cells / "cell0" / ".record.json.abc123.tmp"
@@ -226,7 +225,7 @@ def test_orphan_temporary_files_and_rows_of_deleted_cells_are_cleaned(tmp_path):
 def test_every_option_has_help_showing_its_default():
     import argparse
 
-    from prunebench.cli import build_parser
+    from prunebench.cli.main import build_parser
 
     parser = build_parser()
     for name, sub in parser._subparsers._group_actions[0].choices.items():
@@ -247,9 +246,9 @@ def test_prune_without_evaluation_or_save_says_so(capsys):
 def test_unknown_lm_eval_task_error_is_short(monkeypatch):
     from types import SimpleNamespace
 
-    from prunebench import zeroshot
-    from prunebench.config import TaskSpec
-    from prunebench.errors import UsageError
+    from prunebench.api.errors import UsageError
+    from prunebench.metrics import zeroshot
+    from prunebench.metrics.zeroshot import TaskSpec
 
     known = [f"task_{i:05d}" for i in range(20000)] + ["lambada_openai"]
     monkeypatch.setattr(zeroshot, "task_manager", lambda spec, data_dir=None: SimpleNamespace(all_tasks=known))

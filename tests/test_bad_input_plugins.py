@@ -3,7 +3,7 @@ note naming them, and every other command keeps working; `prunebench list` says 
 import re
 
 from prunebench import registry
-from prunebench.cli import main
+from prunebench.cli.main import main
 
 FIX = f"fix or uninstall it, or leave it out with {registry.LOAD_PLUGINS_ENV}."
 

@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from prunebench import PruningMethod, StructuredMethod, hookimpl
-from prunebench.cli import main
-from prunebench.store import RECORD, ResultsStore
-
+from prunebench.cli.main import main
+from prunebench.store.results import RECORD, ResultsStore
 from test_bad_input import GOOD, config_file, one_line_error
 
 TINY_PRUNE = ["prune", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16"]
@@ -67,7 +65,6 @@ def test_non_utf8_text_for_the_lastword_task(tmp_path, capsys, monkeypatch):
 
 def test_lm_eval_warnings_only_with_verbose(tmp_path, capsys, caplog, monkeypatch):
     import logging
-
     from pydoc_data.topics import topics
 
     corpus = tmp_path / "corpus.txt"
@@ -90,7 +87,7 @@ def test_lm_eval_warnings_only_with_verbose(tmp_path, capsys, caplog, monkeypatc
 
 
 def main_help(command: str) -> str:
-    from prunebench.cli import build_parser
+    from prunebench.cli.main import build_parser
 
     parser = build_parser()
     return parser._subparsers._group_actions[0].choices[command].format_help()
@@ -117,7 +114,7 @@ def test_non_utf8_local_dataset_fails_the_cell_of_a_run_with_one_line(tmp_path, 
 
 @pytest.fixture(scope="module")
 def saved_tiny_llama(tmp_path_factory):
-    from prunebench.models import load_model
+    from prunebench.models.loading import load_model
 
     directory = tmp_path_factory.mktemp("model") / "tiny"
     model, tokenizer = load_model("tiny-llama")
@@ -189,7 +186,7 @@ def test_prune_refuses_lengths_beyond_the_context(capsys, argv, message):
 
 
 def test_prune_refuses_lengths_beyond_the_context_of_a_model_read_only_once_loaded(capsys, monkeypatch):
-    from prunebench import config as config_module
+    from prunebench.grid import config as config_module
 
     # A hub id or a GGUF file: no config.json to read before loading, so the loaded model says.
     monkeypatch.setattr(config_module, "model_facts", lambda source: None)
@@ -204,7 +201,7 @@ def test_structured_prune_refuses_lengths_beyond_the_context(capsys):
 
 
 def test_structured_prune_refuses_lengths_beyond_the_context_of_a_model_read_only_once_loaded(capsys, monkeypatch):
-    from prunebench import config as config_module
+    from prunebench.grid import config as config_module
 
     # A hub id or a GGUF file: structured prune checks the loaded model too (it ran on silently on LLaMA).
     monkeypatch.setattr(config_module, "model_facts", lambda source: None)
@@ -234,7 +231,7 @@ def test_model_config_that_is_not_a_json_object(tmp_path, capsys):
 
 
 def test_run_refuses_lengths_beyond_the_context_of_a_model_validate_cannot_read(tmp_path, capsys, monkeypatch):
-    from prunebench import config as config_module
+    from prunebench.grid import config as config_module
 
     # A hub id or a GGUF file: validate has no config.json to read, so only the loaded model can say.
     monkeypatch.setattr(config_module, "model_facts", lambda source: None)
@@ -386,8 +383,8 @@ def test_disk_full_while_writing_prune_json(tmp_path, capsys, disk_with):
 
 
 def test_disk_full_while_saving_leaves_no_half_checkpoint(tmp_path, monkeypatch):
-    from prunebench.errors import WriteError
-    from prunebench.models import load_model, save_pruned
+    from prunebench.api.errors import WriteError
+    from prunebench.models.loading import load_model, save_pruned
 
     model, tokenizer = load_model("tiny-llama")
 
@@ -404,8 +401,8 @@ def test_disk_full_while_saving_leaves_no_half_checkpoint(tmp_path, monkeypatch)
 # -- two runners, --force, a holder that died ---------------------------------------------------------
 
 def _quiet_run(path, results, **kwargs):
-    from prunebench.config import load_config
-    from prunebench.runner import run_grid
+    from prunebench.grid.config import load_config
+    from prunebench.grid.runner import run_grid
 
     return run_grid(load_config(path), results, progress=False, **kwargs)
 
@@ -427,8 +424,8 @@ def test_force_does_not_recompute_a_cell_another_runner_finished_meanwhile(tmp_p
 
 
 def _cell_names(path) -> list[str]:
-    from prunebench.config import load_config
-    from prunebench.grid import expand
+    from prunebench.grid.cells import expand
+    from prunebench.grid.config import load_config
 
     return [cell.name for cell in expand(load_config(path))]
 
@@ -470,7 +467,7 @@ def test_a_cell_still_held_at_the_end_is_reported_busy(tmp_path):
 # -- SIGTERM ---------------------------------------------------------------------------------------
 
 def test_sigterm_is_one_line_exit_143_and_leaves_the_store_clean(tmp_path, capsys, monkeypatch):
-    from prunebench import runner
+    from prunebench.grid import runner
 
     def terminated_mid_cell(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -539,7 +536,7 @@ def _readme_commands() -> list[list[str]]:
 
 def test_readme_commands_parse_and_name_known_methods_and_arguments():
     from prunebench import registry
-    from prunebench.cli import _method_args, build_parser
+    from prunebench.cli.main import _method_args, build_parser
 
     commands = _readme_commands()
     assert {c[0] for c in commands} >= {"prune", "list", "bench", "validate", "run", "status", "report", "browse"}
@@ -611,7 +608,7 @@ def test_every_test_named_in_the_reliability_table_exists():
 def test_disk_full_for_the_leaderboard_keeps_records_and_reading(tmp_path, capsys, monkeypatch):
     import sqlite3
 
-    from prunebench.errors import WriteError
+    from prunebench.api.errors import WriteError
 
     store = ResultsStore(tmp_path / "results")
     store.write({"name": "cell0", "hash": "h", "status": "ok", "cell": {"method": "wanda"}})

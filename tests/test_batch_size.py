@@ -1,13 +1,12 @@
 """On the real SmolLM2-135M: the calibration batch size does not change Wanda's or SparseGPT's masks."""
 import copy
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
-from prunebench.data import calibration_windows
-from prunebench.models import load_model
-from prunebench.walk import decoder_layers, prunable_linears
+from prunebench.data.datasets import calibration_windows
+from prunebench.models.loading import load_model
+from prunebench.models.walk import decoder_layers, prunable_linears
 
 pytestmark = pytest.mark.smollm2
 LAYERS = 10

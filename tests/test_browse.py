@@ -13,12 +13,12 @@ import time
 import urllib.request
 
 import pytest
-
 import synthetic_leaderboard
-from prunebench import Metric, Value, browse, hookimpl, registry
-from prunebench.cli import main
-from prunebench.html_record import record_page
-from prunebench.store import DATABASE, ResultsStore
+from prunebench import Metric, Value, hookimpl, registry
+from prunebench.cli.main import main
+from prunebench.report import browse
+from prunebench.report.html_record import record_page
+from prunebench.store.results import DATABASE, ResultsStore
 from synthetic_leaderboard import LABEL, MODEL, STRUCTURED, write_results
 
 
@@ -34,7 +34,7 @@ def test_every_column_of_the_store_is_described_with_unit_and_direction(results)
     columns = browse.table_columns(results / DATABASE)
     assert set(table["columns"]) == set(columns) and "total_seconds" in columns
     undescribed = [c for c, text in table["columns"].items() if text.startswith("not described")]
-    assert not undescribed, f"describe the store's new columns in prunebench.browse.COLUMNS: {undescribed}"
+    assert not undescribed, f"describe the store's new columns in prunebench.report.browse.COLUMNS: {undescribed}"
     for description in table["columns"].values():
         assert ". Unit: " in description and ". Better: " in description
     assert table["columns"]["total_seconds"].endswith("Unit: s. Better: lower.")
@@ -241,7 +241,7 @@ def _get(url: str):
 def test_datasette_serves_the_leaderboard_with_facets_and_the_canned_query(results):
     pytest.importorskip("datasette", reason="the browse extra: pip install prunebench[browse]")
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "prunebench.cli", "browse", str(results), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "prunebench.cli.main", "browse", str(results), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

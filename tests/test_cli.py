@@ -1,13 +1,12 @@
 """The command line: a full tiny run, `list`, and one-line errors with exit code 2."""
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-
-from prunebench.cli import main
+from prunebench.cli.main import main
 
 
 def test_prune_on_a_tiny_model_prints_and_saves(tmp_path, capsys):
@@ -63,7 +62,7 @@ def test_bad_input_is_one_line_with_exit_code_2(argv, message, tmp_path, capsys)
 
 def test_console_script_exits_2_without_traceback():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "prunebench.cli", "prune", "--method", "sparsegtp"],
+    result = subprocess.run([sys.executable, "-m", "prunebench.cli.main", "prune", "--method", "sparsegtp"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1

@@ -2,10 +2,9 @@
 from pathlib import Path
 
 import pytest
-
-from prunebench.config import load_config
-from prunebench.errors import UsageError
-from prunebench.grid import content_hash, expand
+from prunebench.api.errors import UsageError
+from prunebench.grid.cells import content_hash, expand
+from prunebench.grid.config import load_config
 
 GOOD = """\
 suite: tiny
@@ -100,7 +99,7 @@ def test_missing_config_file(tmp_path):
 def test_content_hash_tracks_what_changes_numbers_only(tmp_path):
     base = expand(load_config(write(tmp_path, GOOD)))
     base_hashes = [content_hash(c, load_config(tmp_path / "bench.yaml")) for c in base]
-    from prunebench.walk import default_device
+    from prunebench.models.walk import default_device
 
     same = GOOD + f"device: {default_device()}\n"  # what auto resolves to here
     config = load_config(write(tmp_path, same))

@@ -1,15 +1,14 @@
 """Contract tests that every registered method must pass, on tiny LLaMA and OPT models."""
 import math
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
 from prunebench import registry
-from prunebench.data import evaluation_text, tokenize_text
-from prunebench.walk import decoder_layers, prunable_linears
-from prunebench.evaluate import perplexity
-from prunebench.models import load_model
+from prunebench.data.datasets import evaluation_text, tokenize_text
+from prunebench.metrics.perplexity import perplexity
+from prunebench.models.loading import load_model
+from prunebench.models.walk import decoder_layers, prunable_linears
 
 METHODS = sorted(registry.registered("register_methods"))
 MODELS = ["tiny-llama", "tiny-opt"]
@@ -23,8 +22,8 @@ def _prune(model_name, method, sparsity, calibration):
 
 @pytest.fixture(scope="module")
 def calibration():
-    from prunebench.data import calibration_documents, sample_calibration
-    from prunebench.models import byte_tokenizer
+    from prunebench.data.datasets import calibration_documents, sample_calibration
+    from prunebench.models.loading import byte_tokenizer
 
     return sample_calibration(byte_tokenizer(), calibration_documents("pydoc"), nsamples=4, seqlen=32, seed=0)
 

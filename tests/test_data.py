@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from prunebench.data import (
-    calibration_documents, evaluation_text, read_raw_rows, resolve_dataset, sample_calibration, tokenize_text,
+from prunebench.api.errors import UsageError
+from prunebench.data.datasets import (
+    calibration_documents,
+    evaluation_text,
+    read_raw_rows,
+    resolve_dataset,
+    sample_calibration,
+    tokenize_text,
 )
-from prunebench.errors import UsageError
-from prunebench.models import byte_tokenizer
+from prunebench.models.loading import byte_tokenizer
 
 SHARED_WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
 

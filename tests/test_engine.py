@@ -1,14 +1,13 @@
 """The sequential engine: layer discovery, statistics, pruned versus dense propagation."""
 import copy
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
-from prunebench.bench import forward_through_layers
-from prunebench.walk import capture_inputs, decoder_layers, prunable_linears
-from prunebench.errors import UsageError
-from prunebench.masks import lowest_per_row
+from prunebench.api.errors import UsageError
+from prunebench.cli.bench import forward_through_layers
+from prunebench.models.walk import capture_inputs, decoder_layers, prunable_linears
+from prunebench.pruning.masks import lowest_per_row
 
 
 def test_finds_layers_and_linears_without_model_name_checks(tiny_llama, tiny_opt):

@@ -1,14 +1,13 @@
 """Perplexity protocol (REFERENCE.md section 4) on a model with known outputs; memory measurement."""
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from prunebench.api.errors import UsageError
+from prunebench.metrics.perplexity import evaluation_windows, measured_sparsity, perplexity
 from torch import nn
-from types import SimpleNamespace
-
-from prunebench.errors import UsageError
-from prunebench.evaluate import evaluation_windows, measured_sparsity, perplexity
 
 
 class FixedLogits(nn.Module):
@@ -51,7 +50,7 @@ def test_windows_drop_the_tail_and_respect_the_cap():
 
 def test_measured_sparsity_counts_zeros(tiny_llama):
     model = tiny_llama[0]
-    from prunebench.walk import decoder_layers
+    from prunebench.models.walk import decoder_layers
 
     decoder_layers(model)[1].mlp.down_proj.weight.data.zero_()
     measured = measured_sparsity(model)
@@ -67,7 +66,7 @@ def test_peak_memory_sees_a_temporary_allocation():
     import subprocess
     import sys
 
-    code = ("import torch\nfrom prunebench.memory import measure_peak_memory\n"
+    code = ("import torch\nfrom prunebench.pruning.measure import measure_peak_memory\n"
             "with measure_peak_memory(torch.device('cpu')) as memory:\n"
             "    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched\n    del block\n"
             "print(memory.growth_bytes)")
@@ -77,7 +76,7 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 
 def test_window_nlls_are_kept_and_a_non_finite_one_is_null_in_json(tmp_path):
-    from prunebench.store import write_json_atomically
+    from prunebench.store.results import write_json_atomically
 
     # Window 1 follows the rule (NLL -log 0.7), window 2 never does (-log 0.1).
     ids = torch.tensor([0, 1, 2, 3, 0, 0, 0, 0, 0, 0])

@@ -1,12 +1,11 @@
 """The layer walk on every supported family: each decoder layer gets the arguments the model's own
 forward gives it, so dense layer-by-layer propagation equals the model's hidden states at every layer."""
+import prunebench
 import pytest
 import torch
+from prunebench.api.errors import UsageError
+from prunebench.models.walk import capture_inputs, decoder_layers, walk_layers
 from torch import nn
-
-import prunebench
-from prunebench.errors import UsageError
-from prunebench.walk import capture_inputs, decoder_layers, walk_layers
 
 SEQUENCE = 48  # longer than the sliding windows below, so local and global layers really differ
 
@@ -118,8 +117,8 @@ def test_a_model_whose_layers_the_walk_cannot_replay_is_refused_in_one_line():
 
 @pytest.mark.gemma3
 def test_gemma3_270m_walk_equals_its_own_forward_with_1024_token_calibration():
-    from prunebench.data import calibration_documents, sample_calibration
-    from prunebench.models import load_model
+    from prunebench.data.datasets import calibration_documents, sample_calibration
+    from prunebench.models.loading import load_model
 
     model, tokenizer = load_model("gemma3-270m")
     assert type(model).__name__ == "Gemma3ForCausalLM" and len(decoder_layers(model)) == 18

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from prunebench.config import default_dtype, validate_config
-from prunebench.engine import prune
-from prunebench.evaluate import perplexity
-from prunebench.models import load_model
-from prunebench.walk import decoder_layers, dispatched, module_bytes, offload_device_map, on_device
+from prunebench.grid.config import default_dtype, validate_config
+from prunebench.metrics.perplexity import perplexity
+from prunebench.models.loading import load_model
+from prunebench.models.walk import decoder_layers, dispatched, module_bytes, offload_device_map, on_device
+from prunebench.pruning.engine import prune
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"models": ["tiny-llama"], "methods": ["wanda"], "sparsity": [0.5], "calibration": {"dataset": "pydoc"}}
@@ -58,7 +57,7 @@ def test_half_precision_model_gets_float32_statistics_and_loss(tiny_calibration,
     assert seen == {"input_sq_norm": torch.float32, "hessian": torch.float32, "weight": torch.bfloat16}
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     # The evaluation loss takes float32 logits from the bfloat16 model.
-    import prunebench.evaluate as evaluate
+    import prunebench.metrics.perplexity as evaluate
 
     cross_entropy, losses = evaluate.F.cross_entropy, []
     monkeypatch.setattr(evaluate.F, "cross_entropy", lambda logits, *a, **k: losses.append(logits.dtype) or
@@ -160,7 +159,7 @@ def test_cuda_pruning_matches_cpu_with_the_model_held_on_cpu(method, dtype, tiny
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_device_offloads_a_model_larger_than_the_gpu(monkeypatch):
-    import prunebench.walk as walk
+    import prunebench.models.walk as walk
 
     model, _ = load_model("tiny-llama")
     ids = torch.arange(1, 33).view(1, 32)

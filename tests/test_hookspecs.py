@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from prunebench import hookspecs, registry
+from prunebench import registry
+from prunebench.api import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, f in vars(hookspecs).items()
@@ -28,12 +28,12 @@ def test_hook_is_typed_and_documented_in_its_spec(hook):
     assert len(inspect.getdoc(spec) or "") > 40
     # Docstrings name real things: every `prunebench.x.Y` or `Class.member` they mention exists.
     import prunebench
-    import prunebench.data
-    import prunebench.masks
-    import prunebench.method
-    import prunebench.models
+    import prunebench.api.method
+    import prunebench.data.datasets
+    import prunebench.models.loading
+    import prunebench.pruning.masks
 
-    homes = [prunebench, prunebench.data, prunebench.models, prunebench.method]
+    homes = [prunebench, prunebench.data.datasets, prunebench.models.loading, prunebench.api.method]
     for dotted in re.findall(r"`((?:prunebench\.)?\w+(?:\.\w+)+)`", inspect.getdoc(spec)):
         parts = dotted.split(".")
         found = False
@@ -67,7 +67,7 @@ def test_hook_is_documented_in_the_readme(hook):
 
 @pytest.mark.parametrize("argv", [["--help"], ["validate", str(ROOT / "benchmarks.yaml")]])
 def test_help_and_validate_load_no_torch(argv):
-    code = ("import sys\nfrom prunebench.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom prunebench.cli.main import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'lm_eval', 'datasets') if m in sys.modules)\n"
             "print('HEAVY', heavy)" % (argv,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120).stdout

@@ -10,13 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from prunebench.cli import build_parser, main
-from prunebench.config import load_config
-from prunebench.html_record import reproduce_command
-from prunebench.html_report import write_site
-from prunebench.runner import parse_filters, select_cells
-from prunebench.store import ResultsStore
+from prunebench.cli.main import build_parser, main
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import parse_filters, select_cells
+from prunebench.report.html_record import reproduce_command
+from prunebench.report.site import write_site
+from prunebench.store.results import ResultsStore
 from synthetic_leaderboard import FLAP_KEPT, SHORTGPT_REMOVED, records, structured_records, write_results
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,10 @@
 """Known-answer tests for the shared mask step (True = prune)."""
 import pytest
 import torch
-
 from prunebench import registry
-from prunebench.errors import UsageError
-from prunebench.masks import kth_smallest, lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
-from prunebench.sparsity import parse_sparsity
+from prunebench.api.errors import UsageError
+from prunebench.api.sparsity import parse_sparsity
+from prunebench.pruning.masks import kth_smallest, lowest_k, lowest_n_of_m, lowest_per_layer, lowest_per_row, make_mask
 
 
 def test_per_row_prunes_the_lowest_of_each_row():

@@ -1,19 +1,17 @@
 """Known answers for RIA, SparseGPT, ACE and OWL, each computed independently in the test."""
 import math
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
+from prunebench.api.errors import UsageError
+from prunebench.api.method import LinearContext
+from prunebench.api.sparsity import parse_sparsity
 from prunebench.baselines.ria import RIA, relative_importance, snake_permutation
 from prunebench.baselines.sparsegpt import InputHessian, sparsegpt_prune
-from prunebench.allocation import outlier_share, owl_sparsities
-from prunebench.errors import UsageError
-from prunebench.masks import lowest_per_layer, lowest_n_of_m, make_mask
-from prunebench.method import LinearContext
-from prunebench.sparsity import parse_sparsity
-from prunebench.plugins.ace import Ace, CosP, CosineLossStatistic, InverseNormStatistic, TokenVarianceStatistic, VarP
-
+from prunebench.plugins.ace import Ace, CosineLossStatistic, CosP, InverseNormStatistic, TokenVarianceStatistic, VarP
+from prunebench.pruning.masks import lowest_n_of_m, lowest_per_layer, make_mask
+from prunebench.pruning.owl import outlier_share, owl_sparsities
 
 # --- RIA -------------------------------------------------------------------------------------
 

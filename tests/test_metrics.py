@@ -3,15 +3,14 @@ raising metric failing only its cell, compressed-tensors round trips, the speed 
 import re
 from pathlib import Path
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
 from prunebench import Metric, hookimpl, registry
-from prunebench.config import load_config
-from prunebench.errors import UsageError
-from prunebench.runner import run_grid
-from prunebench.store import ResultsStore
+from prunebench.api.errors import UsageError
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import run_grid
+from prunebench.store.results import ResultsStore
 from tiny_grid import grid
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -36,7 +35,7 @@ def test_readme_example_metric_from_its_entry_point_adds_a_column(install_plugin
     # Known answer: magnitude at 50% per row zeroes exactly half of each (even-width) row; the random dense model none.
     assert records["magnitude"]["metrics"]["zero-share"]["zero_share"] == 0.5
     assert records["dense"]["metrics"]["zero-share"]["zero_share"] == 0.0
-    from prunebench.report import report_tables
+    from prunebench.report.tables import report_tables
 
     table = next(t for t in report_tables(ResultsStore(tmp_path / "results").records()) if "zero-share" in t.title)
     assert table.headers == ["method", "zero weights % ↑"]
@@ -84,8 +83,15 @@ def test_a_raising_metric_fails_only_its_cell(register_plugin, tmp_path):
 
 
 def test_compressed_tensors_round_trip_keeps_every_weight(tiny_llama, tiny_calibration, tmp_path):
-    from prunebench.sparse_checkpoint import (BITMASK, SPARSE_24, checkpoint_sizes, compress_state, decompress_state,
-                                              prunable_weight_names, shared_free_state)
+    from prunebench.models.sparse_checkpoint import (
+        BITMASK,
+        SPARSE_24,
+        checkpoint_sizes,
+        compress_state,
+        decompress_state,
+        prunable_weight_names,
+        shared_free_state,
+    )
 
     model, _ = tiny_llama
     prunebench.prune(model, "magnitude", "2:4", tiny_calibration)
@@ -123,7 +129,7 @@ class Recorder(torch.nn.Module):
 def test_speed_interleaves_models_after_warmup_with_repeats(tiny_llama):
     import copy
 
-    from prunebench.efficiency import measure_speed
+    from prunebench.metrics.measurements import measure_speed
 
     model, _ = tiny_llama
     log = []
@@ -149,7 +155,7 @@ def test_speed_interleaves_models_after_warmup_with_repeats(tiny_llama):
 
 
 def test_speed_memory_and_size_metrics_on_a_tiny_model(tiny_llama, tiny_calibration):
-    from prunebench.metrics import MetricContext
+    from prunebench.api.metric import MetricContext
 
     model, tokenizer = tiny_llama
     dense = {k: v.clone() for k, v in model.state_dict().items()}
@@ -186,7 +192,7 @@ def test_cpu_peak_memory_keeps_the_references_to_none(tiny_llama, capfd):
     import gc
     import sys
 
-    from prunebench.efficiency import peak_forward_bytes
+    from prunebench.metrics.measurements import peak_forward_bytes
 
     model, _ = tiny_llama
     tokens = torch.arange(1, 33).view(1, 32)
@@ -200,7 +206,7 @@ def test_cpu_peak_memory_keeps_the_references_to_none(tiny_llama, capfd):
 
 
 def test_list_shows_metrics_with_their_arrows(capsys):
-    from prunebench.commands import run_list
+    from prunebench.cli.commands import run_list
 
     run_list()
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
@@ -212,7 +218,7 @@ def test_list_shows_metrics_with_their_arrows(capsys):
 
 
 def test_pareto_front_known_answer():
-    from prunebench.plots import pareto_front
+    from prunebench.report.plots import pareto_front
 
     # (size, perplexity), both lower is better: (1, 9) and (2, 5) and (4, 4) are the front; (3, 6) is beaten
     # by (2, 5), (5, 4) by (4, 4) (equal perplexity, smaller).
@@ -224,9 +230,8 @@ def test_pareto_front_known_answer():
 
 def test_efficiency_columns_and_pareto_plots_from_records(tmp_path):
     import synthetic_leaderboard
-
-    from prunebench.html_report import write_site
-    from prunebench.report import write_report
+    from prunebench.report.site import write_site
+    from prunebench.report.tables import write_report
 
     made = synthetic_leaderboard.records()
     for index, record in enumerate(made):
@@ -259,7 +264,7 @@ def test_validate_with_metrics_loads_no_torch_and_checks_each_metric(tmp_path):
     import sys
 
     # What validate does with evaluation.metrics (the registry, each metric's settings), in a fresh process.
-    code = ("import sys\nfrom prunebench.config import _metrics\nfrom prunebench.metrics import check_settings\n"
+    code = ("import sys\nfrom prunebench.grid.config import _metrics\nfrom prunebench.api.metric import check_settings\n"
             "class E:\n    def add(self, where, message):\n        print('PROBLEM', message)\n"
             "specs = _metrics(E(), ['size', 'memory', {'name': 'speed', 'repeats': 2}])\n"
             "print('SPECS', [s.name for s in specs])\n"
@@ -277,7 +282,7 @@ def test_a_finished_grid_gains_new_metrics_without_rerunning_its_numbers(tmp_pat
     """Naming a metric in a finished grid re-prunes each cell, checks it is the model its record
     measured, runs only the new metric and keeps every number already there; a cell whose model is
     not reproduced keeps its record untouched and fails only that extension."""
-    from prunebench.runner import cell_status, select_cells
+    from prunebench.grid.runner import cell_status, select_cells
 
     results = tmp_path / "results"
     run_grid(load_config(grid(tmp_path, ["magnitude", "wanda"], "[]")), results, progress=False, echo=lambda line: None)
@@ -322,9 +327,9 @@ SPEED = "[{name: speed, repeats: 2, warmup: 1, decode_tokens: 2, decode_batches:
 def test_remeasure_measures_contended_timings_again_and_keeps_the_old(tmp_path, monkeypatch, capsys):
     """`--remeasure speed` re-prunes only the finished cells whose speed was timed on a loaded machine,
     replaces that speed (the extension keeps the old) and leaves every other number and cell alone."""
-    import prunebench.runner as runner
-    from prunebench.cli import main
-    from prunebench.metrics import measured_contended
+    import prunebench.grid.runner as runner
+    from prunebench.api.records import measured_contended
+    from prunebench.cli.main import main
 
     monkeypatch.setattr(runner, "load_record", lambda *args, **kwargs: {"contended": False})
     path = grid(tmp_path, ["magnitude", "wanda"], SPEED)
@@ -356,7 +361,7 @@ def test_prune_measures_named_metrics_of_one_pruned_model(install_plugin, tmp_pa
     with their direction and range and written to --json, for the one pruned model."""
     import json
 
-    from prunebench.cli import main
+    from prunebench.cli.main import main
 
     install_plugin(readme_example_metric(), "zero_share_example", "zero-share")
     speed = "speed:repeats=2,warmup=0,decode_tokens=2,decode_batches=[1],prompt_length=8,seqlen=16"
@@ -384,8 +389,8 @@ def test_prune_measures_named_metrics_of_one_pruned_model(install_plugin, tmp_pa
     ("speed:repeats", "write NAME:KEY=VALUE"),
 ])
 def test_prune_refuses_an_unknown_metric_or_setting_before_loading(option, message, capsys, monkeypatch):
-    from prunebench import models
-    from prunebench.cli import main
+    from prunebench.cli.main import main
+    from prunebench.models import loading as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("loaded a model for a bad --metric"))
     assert main(PRUNE + ["--metric", option]) == 2
@@ -394,7 +399,7 @@ def test_prune_refuses_an_unknown_metric_or_setting_before_loading(option, messa
 
 
 def test_prune_refuses_metrics_for_a_structured_method(capsys):
-    from prunebench.cli import main
+    from prunebench.cli.main import main
 
     assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.2", "--metric", "size"]) == 2
     assert "--speed-repeats" in capsys.readouterr().err

@@ -2,9 +2,8 @@
 import json
 
 import pytest
-
-from prunebench.errors import UsageError
-from prunebench.models import load_model, save_pruned
+from prunebench.api.errors import UsageError
+from prunebench.models.loading import load_model, save_pruned
 
 
 def test_a_model_that_needs_remote_code_is_refused_without_running_it(tmp_path, tiny_llama):

@@ -2,14 +2,13 @@
 import re
 from pathlib import Path
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
 from prunebench import PruningMethod, hookimpl, registry
-from prunebench.walk import capture_inputs, decoder_layers
-from prunebench.errors import UsageError
-from prunebench.masks import lowest_per_row
+from prunebench.api.errors import UsageError
+from prunebench.models.walk import capture_inputs, decoder_layers
+from prunebench.pruning.masks import lowest_per_row
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -104,7 +103,7 @@ def test_registered_method_needs_a_registered_statistic(register_plugin, tiny_ll
 
 def test_a_plugin_statistic_feeds_a_plugin_method(register_plugin, tiny_llama, tiny_calibration):
     from prunebench import Statistic
-    from prunebench.method import Accumulator
+    from prunebench.api.method import Accumulator
 
     class _AbsSum(Accumulator):
         def __init__(self, width):
@@ -154,8 +153,9 @@ def test_a_plugin_statistic_feeds_a_plugin_method(register_plugin, tiny_llama, t
 
 
 def test_a_plugin_dataset_and_model_alias_are_used_by_name(register_plugin):
-    from prunebench.data import TextDataset, calibration_documents, evaluation_text
-    from prunebench.models import ModelAlias, load_model
+    from prunebench.api.sources import ModelAlias, TextDataset
+    from prunebench.data.datasets import calibration_documents, evaluation_text
+    from prunebench.models.loading import load_model
 
     class Memo(TextDataset):
         def calibration_documents(self, path, dirs):

@@ -5,18 +5,17 @@ import gzip
 import json
 import random
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
 from prunebench import registry
-from prunebench.accumulate import collect_statistics
-from prunebench.allocation import owl_layer_targets, owl_sparsities
-from prunebench.data import calibration_windows, evaluation_window_cap, read_raw_rows, sample_calibration
-from prunebench.masks import lowest_per_row, tied_at_cut
-from prunebench.models import byte_tokenizer
-from prunebench.sparsity import parse_sparsity
-from prunebench.walk import capture_inputs, decoder_layers, prunable_linears, walk_layers
+from prunebench.api.sparsity import parse_sparsity
+from prunebench.data.datasets import calibration_windows, evaluation_window_cap, read_raw_rows, sample_calibration
+from prunebench.models.loading import byte_tokenizer
+from prunebench.models.walk import capture_inputs, decoder_layers, prunable_linears, walk_layers
+from prunebench.pruning.accumulate import collect_statistics
+from prunebench.pruning.masks import lowest_per_row, tied_at_cut
+from prunebench.pruning.owl import owl_layer_targets, owl_sparsities
 
 STATISTICS = ("input_sq_norm", "ace_inverse_norm", "ace_token_variance")
 
@@ -96,8 +95,8 @@ def test_c4_evaluation_is_capped_at_256_windows_unless_a_smaller_cap_is_given():
 
 
 def test_a_grid_evaluates_c4_on_256_windows(tmp_path):
-    from prunebench.config import load_config
-    from prunebench.runner import run_grid
+    from prunebench.grid.config import load_config
+    from prunebench.grid.runner import run_grid
 
     with gzip.open(tmp_path / "c4-validation.00000-of-00008.json.gz", "wt") as shard:
         shard.write("\n".join(json.dumps({"text": f"validation document number {i}."}) for i in range(1200)))

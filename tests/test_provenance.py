@@ -6,12 +6,12 @@ import sys
 import time
 
 import pytest
-
-from prunebench import machine_load, provenance
-from prunebench.cli import main
-from prunebench.config import load_config
-from prunebench.grid import content_hash, expand
-from prunebench.runner import run_grid
+from prunebench.cli.main import main
+from prunebench.grid import provenance
+from prunebench.grid.cells import content_hash, expand
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import run_grid
+from prunebench.metrics import machine_load
 
 GRID = """\
 suite: prov
@@ -106,7 +106,7 @@ def test_prune_json_records_the_same_provenance_as_grid_cells(tmp_path, data):
     assert code == 0
     recorded = json.loads(report.read_text())["provenance"]
     cell = next(c for c in expand(config_for(tmp_path, data)) if c.method is not None)
-    from prunebench.grid import cell_provenance
+    from prunebench.grid.cells import cell_provenance
 
     assert recorded == json.loads(json.dumps(cell_provenance(cell, config_for(tmp_path, data))))
     assert json.loads(report.read_text())["report"]["diagnostics"]["tied_at_cut"]["total"] > 0

@@ -5,14 +5,13 @@ import importlib.util
 import sys
 
 import pytest
-
-from prunebench.cli import main
-from prunebench.config import Resources, load_config, validate_config
-from prunebench.errors import UsageError
-from prunebench.grid import expand
-from prunebench.provenance import NOT_HASHED
-from prunebench.runner import run_grid
-from prunebench.store import ResultsStore
+from prunebench.api.errors import UsageError
+from prunebench.cli.main import main
+from prunebench.grid.cells import expand
+from prunebench.grid.config import Resources, load_config, validate_config
+from prunebench.grid.provenance import NOT_HASHED
+from prunebench.grid.runner import run_grid
+from prunebench.store.results import ResultsStore
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray not installed: pip install 'prunebench[ray]'")
 
@@ -108,7 +107,7 @@ def computed(record: dict) -> dict:
 
 @needs_ray
 def test_ray_records_equal_the_local_executors(tmp_path, start_ray, one_thread):
-    from prunebench.executors import run_grid_ray
+    from prunebench.grid.executors import run_grid_ray
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     local = quiet(run_grid, config, tmp_path / "local")
@@ -150,7 +149,7 @@ def test_failing_and_crashing_cells_are_isolated(tmp_path, install_plugin, start
 
 @needs_ray
 def test_interrupted_ray_run_resumes(tmp_path, start_ray):
-    from prunebench.executors import run_grid_ray
+    from prunebench.grid.executors import run_grid_ray
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     results = tmp_path / "results"

@@ -6,9 +6,9 @@ import math
 import re
 
 import torch
-
-from prunebench.report import perplexity_tables, task_tables, timing_tables, write_report
-from prunebench.store import ResultsStore
+from prunebench.report.quality_tables import perplexity_tables, task_tables
+from prunebench.report.tables import timing_tables, write_report
+from prunebench.store.results import ResultsStore
 
 LABEL = "text-32x50"
 
@@ -177,7 +177,7 @@ def test_write_report_puts_the_reading_guide_first_and_csv_notes_beside(tmp_path
 
 
 def test_plots_are_byte_stable(tmp_path):
-    from prunebench.plots import write_plots
+    from prunebench.report.plots import write_plots
 
     records = [record("dense", nlls(-1.0)), record("wanda", nlls(), timings={"total": 1.0}),
                record("wanda", nlls(0.4), sparsity="2:4", timings={"total": 1.0})]

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-
-from prunebench.cli import main
-from prunebench.config import load_config
-from prunebench.errors import UsageError
-from prunebench.report import perplexity_tables, write_report
-from prunebench.runner import run_grid
-from prunebench.store import ResultsStore
+from prunebench.api.errors import UsageError
+from prunebench.cli.main import main
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import run_grid
+from prunebench.report.quality_tables import perplexity_tables
+from prunebench.report.tables import write_report
+from prunebench.store.results import ResultsStore
 
 TEST_METHODS = '''
 import os, signal
@@ -108,7 +108,7 @@ def test_sigkill_mid_cell_loses_and_repeats_nothing_finished(tmp_path, plugin_di
     results = tmp_path / "results"
     env = dict(os.environ, PYTHONPATH=f"{plugin_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                PRUNEBENCH_TEST_KILL="1", HF_HUB_OFFLINE="1")
-    command = [sys.executable, "-m", "prunebench.cli", "run", str(path), "--results-dir", str(results)]
+    command = [sys.executable, "-m", "prunebench.cli.main", "run", str(path), "--results-dir", str(results)]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9
     store = ResultsStore(results)
@@ -153,7 +153,7 @@ def test_non_finite_perplexity_is_diverged_and_never_nan_in_json(tmp_path, plugi
 def test_two_processes_on_one_results_directory(tmp_path):
     path = grid(tmp_path, ["wanda", "magnitude", "ria"])
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "prunebench.cli", "run", str(path), "--results-dir", str(results)]
+    command = [sys.executable, "-m", "prunebench.cli.main", "run", str(path), "--results-dir", str(results)]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]

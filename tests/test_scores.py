@@ -1,9 +1,8 @@
 """Known-answer tests for the magnitude and Wanda scores and Wanda's calibration statistic."""
 import torch
-
 from prunebench.baselines.magnitude import Magnitude
 from prunebench.baselines.wanda import Wanda
-from prunebench.statistics import InputSquaredNorm
+from prunebench.pruning.statistics import InputSquaredNorm
 
 
 def test_magnitude_score_is_absolute_weight():
@@ -34,7 +33,7 @@ def test_wanda_prunes_the_weight_with_the_weak_input_not_the_small_weight():
     # Column 1 has large weights but a tiny input; column 0 small weights but a strong input.
     weight = torch.tensor([[0.5, 2.0], [0.4, 3.0]])
     stats = {"input_sq_norm": torch.tensor([100.0, 0.01])}
-    from prunebench.masks import lowest_per_row
+    from prunebench.pruning.masks import lowest_per_row
 
     mask = lowest_per_row(Wanda().score(weight, stats), 0.5)
     assert torch.equal(mask, torch.tensor([[False, True], [False, True]]))

@@ -3,14 +3,13 @@ import copy
 import math
 from pathlib import Path
 
+import prunebench
 import pytest
 import torch
-
-import prunebench
-from prunebench.data import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-from prunebench.walk import decoder_layers, prunable_linears
-from prunebench.evaluate import perplexity
-from prunebench.models import load_model, save_pruned
+from prunebench.data.datasets import calibration_documents, evaluation_text, sample_calibration, tokenize_text
+from prunebench.metrics.perplexity import perplexity
+from prunebench.models.loading import load_model, save_pruned
+from prunebench.models.walk import decoder_layers, prunable_linears
 
 pytestmark = pytest.mark.smollm2
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

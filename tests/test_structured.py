@@ -6,24 +6,23 @@ import math
 import subprocess
 import sys
 
+import prunebench
 import pytest
 import torch
-from torch import nn
-
-import prunebench
-from prunebench import registry
+from prunebench import register_pruned_models, registry
+from prunebench.api.allocation import LayerAllocation
+from prunebench.api.errors import UsageError
+from prunebench.api.structured import LayerEvidence, LayerScores, StructuredMethod, group_sum
 from prunebench.baselines.structured import block_influence
-from prunebench.cli import main
-from prunebench.errors import UsageError
-from prunebench.layer_allocation import LayerAllocation
-from prunebench.models import load_model
+from prunebench.cli.main import main
+from prunebench.models.checkpoints import save_structured
+from prunebench.models.loading import load_model
+from prunebench.models.structure import keep_channels, keep_heads, prunable_parameters, read_structure, read_structures
 from prunebench.plugins.cfsp import angular_importance, channel_scores, sigmoid_removal_ratios
 from prunebench.plugins.saap import ranked_removal_ratios, uncertainty_fusion
-from prunebench.pruned_models import save_structured
-from prunebench.structure import keep_channels, keep_heads, prunable_parameters, read_structure, read_structures
-from prunebench.structured_allocation import LayerBudget, Plan
-from prunebench.structured_engine import accumulate_gradients, structured_prune
-from prunebench.structured_method import LayerEvidence, LayerScores, StructuredMethod, group_sum
+from prunebench.pruning.structured_allocation import LayerBudget, Plan
+from prunebench.pruning.structured_engine import accumulate_gradients, structured_prune
+from torch import nn
 
 METHODS = sorted(registry.registered("register_structured_methods"))
 
@@ -205,6 +204,7 @@ def test_saved_model_reloads_with_the_same_logits(method, expected_format, calib
     structured_prune(model, method, 0.3, calibration, batch_size=2)
     saved = save_structured(model, tokenizer, tmp_path)
     assert saved["format"] == expected_format and saved["bytes"] > 0
+    register_pruned_models()  # as prunebench's own loads do
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
@@ -213,12 +213,12 @@ def test_saved_model_reloads_with_the_same_logits(method, expected_format, calib
     assert config["model_type"] == ("llama" if expected_format == "family" else "prunebench_llama")
 
 
-def test_per_layer_shapes_load_after_import_prunebench_in_a_fresh_process(calibration, tmp_path):
+def test_per_layer_shapes_load_after_registering_in_a_fresh_process(calibration, tmp_path):
     model, tokenizer = load_model("tiny-llama")
     structured_prune(model, "cfsp", 0.3, calibration, batch_size=2)
     save_structured(model, tokenizer, tmp_path)
     torch.save(model(calibration).logits.detach(), tmp_path / "logits.pt")
-    code = ("import prunebench, torch\nfrom transformers import AutoModelForCausalLM\n"
+    code = ("import prunebench, torch\nfrom transformers import AutoModelForCausalLM\nprunebench.register_pruned_models()\n"
             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})\n"
             f"x = torch.load({str(tmp_path / 'logits.pt')!r})\n"
             f"print('SAME', torch.allclose(m(torch.tensor({calibration.tolist()})).logits, x, atol=1e-5))")
@@ -286,6 +286,7 @@ def test_cli_prunes_saves_and_lists(tmp_path, capsys):
                  "--seqlen", "16", "--save", str(tmp_path / "model"), "--json", str(tmp_path / "r.json")]) == 0
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["parameters"]["pruned"] < record["parameters"]["dense"] and record["saved"]["bytes"] > 0
+    register_pruned_models()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]["pruned"]
     assert main(["list"]) == 0
@@ -312,8 +313,8 @@ def test_bad_structured_input_is_one_line_exit_2(argv, message, capsys):
 @pytest.fixture
 def no_calibration_work(monkeypatch):
     """Every way a structured run touches calibration data or scores raises: a refusal must come first."""
-    import prunebench.data
-    import prunebench.structured_engine as engine
+    import prunebench.data.datasets
+    import prunebench.pruning.structured_engine as engine
 
     def forbidden(*args, **kwargs):
         raise AssertionError("calibration work before the budget check")
@@ -322,7 +323,7 @@ def no_calibration_work(monkeypatch):
     monkeypatch.setattr(engine, "accumulate_gradients", forbidden)
     for name in METHODS:
         monkeypatch.setattr(type(registry.get_structured_method(name)), "score_layer", forbidden)
-    monkeypatch.setattr(prunebench.data, "sample_calibration", forbidden)
+    monkeypatch.setattr(prunebench.data.datasets, "sample_calibration", forbidden)
 
 
 @pytest.mark.parametrize("method,sparsity,message", [
@@ -346,7 +347,7 @@ def test_an_impossible_budget_fails_before_any_calibration_work(no_calibration_w
 def test_cli_refuses_the_budget_right_after_loading_the_model(no_calibration_work, capsys):
     import time
 
-    from prunebench.models import load_model as load
+    from prunebench.models.loading import load_model as load
 
     load("tiny-llama")  # warm: what is timed below is the command, not the first import
     start = time.perf_counter()
@@ -464,7 +465,7 @@ def test_cli_propagate_for_structured_methods(capsys, tmp_path):
 
 
 def test_speed_is_measured_interleaved_with_paired_ratios():
-    from prunebench.efficiency import measure_speed
+    from prunebench.metrics.measurements import measure_speed
 
     model, _ = load_model("tiny-llama")
     result = measure_speed({"dense": model, "same": model}, torch.arange(32), repeats=2, decode_tokens=3,

@@ -2,14 +2,13 @@
 with parameters kept, their own report table and plots, N:M refused at validation, resume, and
 metrics added to a finished structured cell without changing its numbers."""
 import pytest
-
-from prunebench.cli import main
-from prunebench.config import load_config
-from prunebench.errors import UsageError
-from prunebench.grid import content_hash, expand
-from prunebench.report import report_tables, write_report
-from prunebench.runner import cell_status, run_grid, select_cells
-from prunebench.store import ResultsStore
+from prunebench.api.errors import UsageError
+from prunebench.cli.main import main
+from prunebench.grid.cells import content_hash, expand
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import cell_status, run_grid, select_cells
+from prunebench.report.tables import report_tables, write_report
+from prunebench.store.results import ResultsStore
 from tiny_grid import grid
 
 # One quick repeat: these tests check what is recorded, not how fast it is.

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-
-from prunebench.data import calibration_documents, sample_calibration
-from prunebench.evaluate import perplexity
-from prunebench.models import load_model
-from prunebench.pruned_models import save_structured
-from prunebench.structured_engine import structured_prune
+from prunebench import register_pruned_models
+from prunebench.data.datasets import calibration_documents, sample_calibration
+from prunebench.metrics.perplexity import perplexity
+from prunebench.models.checkpoints import save_structured
+from prunebench.models.loading import load_model
+from prunebench.pruning.structured_engine import structured_prune
 
 pytestmark = pytest.mark.smollm2
 
@@ -31,6 +31,7 @@ def test_cfsp_on_smollm2_is_smaller_reloads_and_beats_magnitude(tmp_path):
     assert math.isfinite(cfsp) and cfsp < magnitude
     saved = save_structured(model, tokenizer, tmp_path)
     assert saved["format"] == "prunebench"  # CFSP's sigmoid gives every layer its own FFN width
+    register_pruned_models()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(held_out[None, :64]).logits, model(held_out[None, :64]).logits, atol=1e-4)

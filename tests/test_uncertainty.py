@@ -4,10 +4,14 @@ import math
 
 import pytest
 import torch
-
-from prunebench.tablecells import BEST, TIED, Cell, mark_best
-from prunebench.uncertainty import (accuracy_difference, accuracy_estimate, perplexity_estimate, perplexity_ratio,
-                                    wilson_interval)
+from prunebench.api.tables import BEST, TIED, Cell, mark_best
+from prunebench.metrics.uncertainty import (
+    accuracy_difference,
+    accuracy_estimate,
+    perplexity_estimate,
+    perplexity_ratio,
+    wilson_interval,
+)
 
 
 def windows(count: int, seed: int, spread: float = 0.5) -> torch.Tensor:

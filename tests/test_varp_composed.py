@@ -1,10 +1,9 @@
 """Wanda+VarP and RIA+VarP: the base method's score times VarP's per-input factor (known answers)."""
+import prunebench
 import pytest
 import torch
-
-import prunebench
 from prunebench import UsageError
-from prunebench.models import load_model
+from prunebench.models.loading import load_model
 from prunebench.plugins.ace import RIAVarP, VarP, WandaVarP
 
 W = torch.tensor([[1.0, -2.0], [3.0, 4.0]])

@@ -2,15 +2,14 @@
 import json
 
 import pytest
-
-from prunebench.cli import main
-from prunebench.config import TaskSpec, load_config
-from prunebench.errors import UsageError
-from prunebench.report import task_tables
-from prunebench.runner import run_grid
-from prunebench.store import ResultsStore
-from prunebench.tasks.lastword import passages_from_paragraphs
-from prunebench.zeroshot import evaluate_tasks, load_tasks
+from prunebench.api.errors import UsageError
+from prunebench.cli.main import main
+from prunebench.grid.config import load_config
+from prunebench.grid.runner import run_grid
+from prunebench.metrics.tasks.lastword import passages_from_paragraphs
+from prunebench.metrics.zeroshot import TaskSpec, evaluate_tasks, load_tasks
+from prunebench.report.quality_tables import task_tables
+from prunebench.store.results import ResultsStore
 
 TASK = "prunebench_lastword_text"
 

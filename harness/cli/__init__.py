@@ -1,0 +1,1 @@
+"""The prunebench command line."""

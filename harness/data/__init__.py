@@ -1,0 +1,1 @@
+"""Text sources: calibration documents, evaluation text, window sampling."""

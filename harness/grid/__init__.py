@@ -1,0 +1,1 @@
+"""A benchmark grid: its config, its cells and their content hashes, and the loop that runs them."""

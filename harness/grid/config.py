@@ -1,0 +1,676 @@
+"""The benchmarks.yaml schema: load with line numbers, validate completely, report every error at once."""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import registry
+from ..api.allocation import resolve_settings
+from ..api.errors import UsageError, did_you_mean
+from ..api.metric import MetricSpec, check_settings
+from ..api.options import DTYPES, PROPAGATIONS
+from ..api.sparsity import parse_sparsity
+from ..data.datasets import dataset_problem
+from ..metrics.quality import PerplexitySpec
+from ..metrics.zeroshot import TaskSpec, unknown_tasks
+from ..models import loading as models
+from ..registry import allocation_for, allocation_names
+
+TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate",
+            "resources"}
+RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
+MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
+RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
+METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
+ALLOCATION_KEYS = {"name", "m", "lambda"}
+CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
+EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
+PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
+TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """A subset of the grid's axes for one model or method entry (None: every value)."""
+
+    methods: tuple[str, ...] | None = None  # method labels (models only)
+    sparsities: tuple[str, ...] | None = None
+    lengths: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def allows(self, method: str | None, sparsity: str, length: int, seed: int) -> bool:
+        return ((self.methods is None or method in self.methods) and (self.sparsities is None or sparsity in self.sparsities)
+                and (self.lengths is None or length in self.lengths) and (self.seeds is None or seed in self.seeds))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one cell asks of a Ray worker (`prunebench run --executor ray`); the local executor ignores it."""
+
+    cpus: int = 1  # Ray CPUs, and the cell's torch threads
+    gpus: float = 0  # Ray GPUs (a fraction packs cells onto one GPU)
+    memory_gb: float | None = None  # Ray memory reservation, for scheduling only
+    retries: int = 0  # reruns of a cell whose worker died (node lost, killed for memory)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    source: str  # what load_model takes: alias, directory, .gguf or hub id
+    only: Restriction = Restriction()
+    resources: Resources | None = None  # this model's cells' needs, instead of the grid's
+    tasks: tuple[str, ...] | None = None  # the zero-shot tasks this model runs, when not all of the grid's
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str
+    method: str
+    args: dict = field(default_factory=dict)
+    allocation: str = "uniform"
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
+    allocation_settings: tuple = ()  # (name, value) pairs of a non-OWL allocation's settings (OWL: owl_m, owl_lambda)
+    only: Restriction = Restriction()  # a structured method's sparsities are its own ratios, not a pick of the grid's
+    structured: bool = False  # removes whole heads, channels or layers (prunebench.pruning.structured_engine)
+    tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
+
+
+@dataclass
+class BenchmarkConfig:
+    suite: str
+    models: list[ModelSpec]
+    methods: list[MethodSpec]
+    sparsities: list[str]
+    calibration_dataset: str
+    nsamples: int
+    lengths: list[int]
+    seeds: list[int]
+    perplexity: list[PerplexitySpec]
+    tasks: TaskSpec
+    data_dir: str | None
+    device: str
+    dtype: str
+    batch_size: int
+    propagate: str
+    path: Path | None = None
+    resources: Resources = Resources()
+    metrics: tuple = ()  # prunebench.api.metric.MetricSpec: the metrics named in evaluation.metrics
+
+    @property
+    def eval_seqlen(self) -> int:
+        """The evaluation window length: the first perplexity evaluation's (what memory and speed use)."""
+        return self.perplexity[0].seqlen if self.perplexity else 512
+
+    def tasks_for(self, model: ModelSpec, method: MethodSpec | None = None) -> TaskSpec:
+        """The zero-shot settings a cell uses: the grid's, less the tasks its model entry leaves out; a
+        method entry's own `tasks` replaces its model's for that method's cells."""
+        names = method.tasks if method is not None and method.tasks is not None else model.tasks
+        return self.tasks if names is None else replace(self.tasks, names=names)
+
+    def metric_specs(self, model: ModelSpec | None = None, method: MethodSpec | None = None) -> list:
+        """Every metric a cell (of `model` and `method`) runs: the perplexity and tasks shorthand first,
+        then evaluation.metrics."""
+
+        tasks = self.tasks if model is None else self.tasks_for(model, method)
+        specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
+        if tasks.names:
+            specs.append(MetricSpec("zero-shot", dict(asdict(tasks), names=list(tasks.names))))
+        return specs + list(self.metrics)
+
+    def cell_resources(self, model: ModelSpec) -> Resources:
+        return model.resources or self.resources
+
+
+class _Errors:
+    """Collects 'file:line: where: message' errors; raises them together."""
+
+    def __init__(self, path: str, lines: dict):
+        self.path, self.lines, self.messages = path, lines, []  # messages: (line or 0, text)
+
+    def add(self, where: tuple, message: str) -> None:
+        known, line = where, self.lines.get(where)
+        while line is None and known:
+            known = known[:-1]
+            line = self.lines.get(known)
+        location = f"{self.path}:{line}" if line else self.path
+        self.messages.append((line or 0, f"{location}: {_dotted(where)}: {message}" if where else f"{location}: {message}"))
+
+    def raise_if_any(self) -> None:
+        """One problem: one line. Several: a count, then one problem per line, in file order."""
+        if len(self.messages) == 1:
+            raise UsageError(self.messages[0][1])
+        if self.messages:
+            ordered = [text for _, text in sorted(self.messages, key=lambda m: m[0])]
+            raise UsageError(f"{len(ordered)} problems in the config:\n" + "\n".join(ordered))
+
+
+def _dotted(where: tuple) -> str:
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _to_python(node, where=(), lines=None, duplicates=None):
+    """Convert a composed YAML node to Python, recording each path's line number and, in
+    `duplicates`, each mapping key given twice as (where, first line, second line)."""
+    lines[where] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in result and duplicates is not None:
+                duplicates.append((where + (key,), lines[where + (key,)], line))
+            lines[where + (key,)] = line
+            result[key] = _to_python(value_node, where + (key,), lines, duplicates)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, where + (i,), lines, duplicates) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _unknown_keys(errors: _Errors, mapping: dict, allowed: set, where: tuple) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" Did you mean: {close[0]}?" if close else f" Allowed: {', '.join(sorted(allowed))}."
+            errors.add(where + (key,), f"unknown key '{key}'.{hint}")
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _entries(errors: _Errors, value, where: tuple, shorthand: str, allowed: set, hint: str):
+    """Yield (where, mapping) for each entry of a list whose items are a name or a mapping."""
+    for i, entry in enumerate(_as_list(value)):
+        if isinstance(entry, str):
+            entry = {shorthand: entry}
+        if not isinstance(entry, dict):
+            errors.add(where + (i,), hint)
+            continue
+        _unknown_keys(errors, entry, allowed, where + (i,))
+        yield where + (i,), entry
+
+
+def _positive_int(errors, value, where, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.add(where, f"must be a positive integer, not {value!r}.")
+        return 1
+    return value
+
+
+def load_config(path: "str | Path") -> BenchmarkConfig:
+    """Parse and validate a benchmarks file; every problem is reported in one UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Config file not found: {path}. Give the path of a benchmarks YAML file.")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}); "
+                         f"re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8.") from None
+    except OSError as error:
+        raise UsageError(f"Cannot read {path}: {error.strerror}. Check the file's permissions.") from None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UsageError(f"{where}: not valid YAML ({getattr(error, 'problem', error)}); fix the syntax.") from None
+    lines: dict = {}
+    duplicates: list = []
+    raw = _to_python(node, (), lines, duplicates) if node is not None else None
+    return validate_config(raw, str(path), lines, path, duplicates)
+
+
+def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None,
+                    duplicates: list | None = None) -> BenchmarkConfig:
+    errors = _Errors(name, lines or {})
+    for where, first, second in duplicates or []:
+        errors.add(where, f"key '{where[-1]}' is given twice (lines {first} and {second}); keep one.")
+    if not isinstance(raw, dict):
+        errors.add((), "the top level must be a mapping with suite, models, methods, sparsity, calibration, evaluation.")
+        errors.raise_if_any()
+    _unknown_keys(errors, raw, TOP_KEYS, ())
+    for required in ("models", "methods", "sparsity", "calibration"):
+        if required not in raw:
+            errors.add((), f"missing required key '{required}'.")
+
+    suite = str(raw.get("suite", path.stem if path else "benchmarks"))
+    if not suite.strip() or suite in (".", "..") or any(sep in suite for sep in "/\\") or Path(suite).is_absolute():
+        errors.add(("suite",), f"suite '{suite}' is not a plain name (it names results/<suite>); "
+                   "use letters, digits, '-', '_' or '.', without '/' or '..'.")
+
+    model_aliases = registry.registered("register_models")
+    models = []
+    for where, entry in _entries(errors, raw.get("models", []), ("models",), "id", MODEL_KEYS,
+                                 "each model is a name or a mapping with alias, id or path."):
+        key = next((k for k in ("path", "id", "alias") if entry.get(k)), None)
+        if key is None:
+            errors.add(where, "give id (alias or hub id) or path.")
+            continue
+        source = str(entry[key])
+        local = key == "path" or source.startswith((".", "~", "/")) or source.endswith(".gguf")
+        if local and not Path(source).expanduser().exists():
+            errors.add(where + (key,), f"path not found: {source}.")
+        elif local and Path(source).expanduser().is_dir() and not (Path(source).expanduser() / "config.json").is_file():
+            errors.add(where + (key,), f"{source} is not a model directory (no config.json); give a Hugging Face "
+                       "model directory, a .gguf file, an alias or a hub id.")
+        elif not local and "/" not in source and source not in model_aliases:
+            close = difflib.get_close_matches(source, list(model_aliases), n=1, cutoff=0.6)
+            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(sorted(model_aliases))}."
+            errors.add(where + (key,), f"unknown model alias '{source}'.{hint} A hub id is owner/name; a local "
+                       "directory is given with path:.")
+        label = str(entry.get("alias") or source)
+        if any(m.label == label for m in models):
+            errors.add(where, f"model '{label}' is listed twice; list each model once.")
+        model_resources = _resources(errors, entry["resources"], where + ("resources",)) if "resources" in entry else None
+        model_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
+        models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources,
+                                tasks=model_tasks))
+
+    methods_registered = registry.registered("register_methods")
+    structured_registered = registry.registered("register_structured_methods")
+    methods, labels = [], set()
+    for where, entry in _entries(errors, raw.get("methods", []), ("methods",), "method", METHOD_KEYS,
+                                 "each method is a name or a mapping with method, label, args, allocation."):
+        if "method" not in entry:
+            errors.add(where, "missing key 'method': name the pruning method.")
+            continue
+        name = str(entry["method"])
+        label = str(entry.get("label", name))
+        if label in labels:
+            errors.add(where + ("label",), f"label '{label}' is used twice; give each entry a distinct label.")
+        labels.add(label)
+        args = entry.get("args") or {}
+        if not isinstance(args, dict):
+            errors.add(where + ("args",), "args must be a mapping of argument: value.")
+            args = {}
+        structured = name in structured_registered and name not in methods_registered
+        if structured:
+            args = _structured_arguments(errors, where, structured_registered[name].item, entry, args)
+        elif name not in methods_registered:
+            errors.add(where + ("method",), str(did_you_mean("method", name, [*methods_registered,
+                                                                             *structured_registered])))
+        else:
+            try:
+                args = methods_registered[name].item.resolve_arguments(args)
+            except UsageError as error:
+                errors.add(where + ("args",), str(error))
+        # A structured entry's `allocation:` was refused above: its allocation is one of its arguments.
+        allocation = (None if structured else entry.get("allocation")) or {"name": "uniform"}
+        if isinstance(allocation, str):
+            allocation = {"name": allocation}
+        if not isinstance(allocation, dict):
+            errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(allocation_names('unstructured'))}) "
+                       f"or a mapping with name and its settings, not {allocation!r}.")
+            allocation = {}
+        allocation_name = str(allocation.get("name", "uniform"))
+        try:
+            found = allocation_for(allocation_name, "unstructured", "a method entry's allocation")
+        except UsageError as error:
+            errors.add(where + ("allocation", "name"), str(error))
+            found = None
+        owl = [_finite_number(errors, allocation.get(key, default), where + ("allocation", key))
+               for key, default in (("m", 5.0), ("lambda", 0.08))] if allocation_name == "owl" else [5.0, 0.08]
+        settings = {key: value for key, value in allocation.items() if key != "name"}
+        if found is not None and allocation_name != "owl":  # OWL's m and lambda are checked above
+            try:
+                settings = resolve_settings(found, settings) if settings else {}
+            except UsageError as error:
+                errors.add(where + ("allocation",), str(error))
+        elif allocation_name == "owl":
+            _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
+            settings = {}
+        method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
+        methods.append(MethodSpec(label, name, args, allocation_name, owl[0], owl[1], tuple(sorted(settings.items())),
+                                  _restriction(entry), structured, method_tasks))
+
+    sparsities = []
+    for i, value in enumerate(_as_list(raw.get("sparsity", []))):
+        try:
+            target = parse_sparsity(value)
+            if str(target) in sparsities:
+                errors.add(("sparsity", i), f"sparsity {target} is listed twice; list each value once.")
+            sparsities.append(str(target))
+            # An OWL method restricted to ratios (its own `sparsity:`) never meets this N:M value.
+            for m in methods:
+                if target.is_n_m and m.allocation != "uniform" and not m.structured and \
+                        (m.only.sparsities is None or str(target) in m.only.sparsities):
+                    errors.add(("sparsity", i), f"{target} is N:M but method '{m.label}' uses the {m.allocation} allocation, "
+                               "which needs a ratio; give that entry its own sparsity: [ratios].")
+            for method in (m for m in methods if m.structured and m.only.sparsities is None and target.is_n_m):
+                errors.add(("sparsity", i), f"{target} is N:M, but structured method '{method.method}' takes a ratio "
+                           f"(it removes whole heads, channels or layers); give its entry its own ratios, e.g. "
+                           f"{{method: {method.method}, sparsity: [0.5]}}.")
+        except UsageError as error:
+            errors.add(("sparsity", i), str(error))
+
+    calibration = raw.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        errors.add(("calibration",), "must be a mapping with dataset, nsamples, lengths, seeds.")
+        calibration = {}
+    _unknown_keys(errors, calibration, CALIBRATION_KEYS, ("calibration",))
+    calibration_dataset = str(calibration.get("dataset", "pydoc"))
+    _add_problem(errors, ("calibration", "dataset"), dataset_problem(calibration_dataset))
+    nsamples = _positive_int(errors, calibration.get("nsamples", 128), ("calibration", "nsamples"))
+    lengths_key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    lengths = [_positive_int(errors, v, ("calibration", lengths_key, i))
+               for i, v in enumerate(_as_list(calibration.get(lengths_key, 128)))]
+    seeds_key = "seeds" if "seeds" in calibration or "seed" not in calibration else "seed"
+    seeds = _as_list(calibration.get(seeds_key, 0))
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            errors.add(("calibration", seeds_key, i), f"a seed is an integer, not {seed!r}.")
+    for key, values in ((lengths_key, lengths), (seeds_key, seeds)):
+        if not values:
+            errors.add(("calibration", key), "must not be empty; give at least one value.")
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                errors.add(("calibration", key, i), f"{value!r} is listed twice; list each value once.")
+
+    evaluation = raw.get("evaluation") or {}
+    if not isinstance(evaluation, dict):
+        errors.add(("evaluation",), "must be a mapping with perplexity (and tasks).")
+        evaluation = {}
+    _unknown_keys(errors, evaluation, EVALUATION_KEYS, ("evaluation",))
+    perplexity = []
+    for where, entry in _entries(errors, evaluation.get("perplexity", []), ("evaluation", "perplexity"), "dataset",
+                                 PERPLEXITY_KEYS, "each perplexity evaluation is a dataset name or a mapping "
+                                 "with dataset, seqlen, max_windows."):
+        dataset = str(entry.get("dataset", ""))
+        _add_problem(errors, where + ("dataset",), dataset_problem(dataset))
+        perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),
+                                         _window_cap(errors, entry.get("max_windows"), where + ("max_windows",))))
+    tasks_raw = evaluation.get("tasks") or {}
+    if isinstance(tasks_raw, list):
+        tasks_raw = {"names": tasks_raw}
+    if not isinstance(tasks_raw, dict):
+        errors.add(("evaluation", "tasks"), f"tasks must be a list of lm-eval task names or a mapping with "
+                   f"{', '.join(sorted(TASK_KEYS))}, not {tasks_raw!r}.")
+        tasks_raw = {}
+    _unknown_keys(errors, tasks_raw, TASK_KEYS, ("evaluation", "tasks"))
+    tasks = TaskSpec(tuple(str(t) for t in _as_list(tasks_raw.get("names", []))),
+                     _non_negative_int(errors, tasks_raw.get("num_fewshot", 0), ("evaluation", "tasks", "num_fewshot")),
+                     _positive_int(errors, tasks_raw.get("limit"), ("evaluation", "tasks", "limit"), True),
+                     _positive_int(errors, tasks_raw.get("batch_size", 1), ("evaluation", "tasks", "batch_size")),
+                     tasks_raw.get("path"), tasks_raw.get("text_path"))
+    if tasks.names:
+        for i, message in unknown_tasks(tasks):
+            errors.add(("evaluation", "tasks", "names", i), message)
+    for i, model in enumerate(models):
+        for name in sorted(set(model.tasks or ()) - set(tasks.names)):
+            errors.add(("models", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
+                       f"({', '.join(tasks.names) or 'none'}); a model entry can only leave tasks out.")
+    for i, method in enumerate(methods):
+        for name in sorted(set(method.tasks or ()) - set(tasks.names)):
+            errors.add(("methods", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
+                       f"({', '.join(tasks.names) or 'none'}); a method entry can only choose among them.")
+    metrics = _metrics(errors, evaluation.get("metrics") or [])
+
+    device = str(raw.get("device", "auto"))
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):  # torch.device("cudafoo") would fail only at run time
+        errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
+    resources = _resources(errors, raw.get("resources") or {}, ("resources",))
+    gpus = max(r.gpus for r in [resources] + [m.resources for m in models if m.resources])
+    if device.startswith("cpu") and gpus:
+        errors.add(("resources",) if resources.gpus else ("models",), "asks for GPUs but device is cpu; set device: "
+                   "auto or cuda, or gpus: 0.")
+    dtype = str(raw["dtype"]) if "dtype" in raw else default_dtype(device, gpus)
+    if dtype not in DTYPES:
+        errors.add(("dtype",), f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}.")
+    propagate = str(raw.get("propagate", "pruned"))
+    if propagate not in PROPAGATIONS:
+        errors.add(("propagate",), f"unknown propagation '{propagate}'; use one of {', '.join(PROPAGATIONS)}.")
+    batch_size = _positive_int(errors, raw.get("batch_size", 8), ("batch_size",))
+    for key in ("models", "methods", "sparsity"):
+        if key in raw and not _as_list(raw[key]):
+            errors.add((key,), "must not be empty.")
+    _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
+    for i, model in enumerate(models):
+        _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
+    errors.raise_if_any()
+    data_dir = evaluation.get("data_dir")
+    if data_dir and path is not None and not Path(data_dir).is_absolute():
+        data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
+    return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
+                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources, metrics)
+
+
+def _metrics(errors: _Errors, raw: Any) -> tuple:
+    """evaluation.metrics: a list of metric names or mappings {name: ..., setting: value}, each checked
+    against its registered metric (unknown names and settings get a did-you-mean)."""
+
+    where = ("evaluation", "metrics")
+    if not isinstance(raw, list):
+        errors.add(where, f"metrics is a list of metric names or mappings with name and settings, not {raw!r}.")
+        return ()
+    known = registry.registered("register_metrics")
+    specs = []
+    for i, entry in enumerate(raw):
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            errors.add(where + (i,), f"a metric is a name or a mapping with name and its settings, not {entry!r}.")
+            continue
+        name = entry["name"]
+        if name not in known:
+            errors.add(where + (i, "name"), str(did_you_mean("metric", name, known)))
+            continue
+        settings, problems = check_settings(known[name].item, {k: v for k, v in entry.items() if k != "name"})
+        for key, message in problems:
+            errors.add(where + (i,) + ((key,) if key else ()), message)
+        if not problems:
+            specs.append(MetricSpec(name, settings))
+    return tuple(specs)
+
+
+def default_dtype(device: str, gpus: float = 0) -> str:
+    """float16 where cells run on CUDA (as the Wanda and SparseGPT authors load models), else float32;
+    `gpus`: what a cell asks of a Ray worker, whose GPU the driver may not have."""
+    if device.startswith("cuda") or (device == "auto" and gpus > 0):
+        return "float16"
+    if device == "auto":
+        import torch
+
+        return "float16" if torch.cuda.is_available() else "float32"
+    return "float32"
+
+
+def _resources(errors: _Errors, raw, where: tuple) -> Resources:
+    if not isinstance(raw, dict):
+        errors.add(where, f"must be a mapping with {', '.join(sorted(RESOURCE_KEYS))}, not {raw!r}.")
+        return Resources()
+    _unknown_keys(errors, raw, RESOURCE_KEYS, where)
+    cpus = _positive_int(errors, raw.get("cpus", 1), where + ("cpus",))
+    gpus = raw.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0 or \
+            (gpus > 1 and gpus != int(gpus)):
+        errors.add(where + ("gpus",), f"must be a whole number of GPUs or a fraction below 1, not {gpus!r}.")
+        gpus = 0
+    memory = raw.get("memory_gb")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                               or not math.isfinite(memory) or memory <= 0):
+        errors.add(where + ("memory_gb",), f"must be a positive number of gigabytes, not {memory!r}.")
+        memory = None
+    retries = _non_negative_int(errors, raw.get("retries", 0), where + ("retries",))
+    return Resources(cpus, gpus, float(memory) if memory is not None else None, retries)
+
+
+def _restriction(entry: dict) -> Restriction:
+    def values(key, convert):
+        return None if key not in entry else tuple(convert(v) for v in _as_list(entry[key]))
+
+    def sparsity(value):
+        try:
+            return str(parse_sparsity(value))
+        except UsageError:
+            return str(value)
+
+    return Restriction(values("methods", str), values("sparsity", sparsity), values("lengths", lambda v: v),
+                       values("seeds", lambda v: v))
+
+
+def _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds) -> None:
+    """Each entry's `methods`/`sparsity`/`lengths`/`seeds` must pick from the grid's own values."""
+    axes = {"methods": [m.label for m in methods], "sparsity": sparsities, "lengths": lengths, "seeds": seeds}
+    for section, specs in (("models", models), ("methods", methods)):
+        entries = _as_list(raw.get(section, []))
+        for i, spec in enumerate(specs):
+            only = spec.only
+            chosen = {"methods": only.methods, "sparsity": only.sparsities, "lengths": only.lengths, "seeds": only.seeds}
+            for key, picked in chosen.items():
+                if picked is None or (key == "sparsity" and getattr(spec, "structured", False)):
+                    continue  # a structured method's ratios are checked with its entry (_structured_sparsities)
+                unknown = [v for v in picked if v not in axes[key]]
+                if unknown or not picked:
+                    index = i if i < len(entries) else len(entries) - 1
+                    errors.add((section, index, key), f"{', '.join(map(repr, unknown)) or 'an empty list'} is not among "
+                               f"the grid's {key} ({', '.join(map(str, axes[key]))}); pick from those.")
+
+
+def _structured_arguments(errors: _Errors, where: tuple, method, entry: dict, args: dict) -> dict:
+    """A structured entry's arguments with defaults filled in (its layer allocation among them), and
+    its own sparsities, which must be ratios: structured removal cannot give an N:M pattern."""
+    # Allocations that serve structured pruning (one that names no tracks serves it; OWL does not).
+    allocations = [name for name, found in registry.registered("register_allocations").items()
+                   if "structured" in getattr(found.item, "tracks", ("structured",))]
+    if "allocation" in entry:
+        errors.add(where + ("allocation",), f"'{method.name}' is a structured method: its layer allocation is an "
+                   f"argument, args: {{allocation: NAME}} ({', '.join(sorted(allocations))}); OWL is for "
+                   "unstructured methods.")
+    if "sparsity" in entry:
+        _structured_sparsities(errors, where + ("sparsity",), method.name, entry["sparsity"])
+    try:
+        args = method.resolve_arguments(args)
+    except UsageError as error:
+        errors.add(where + ("args",), str(error))
+        return args
+    if args["allocation"] not in allocations:
+        errors.add(where + ("args", "allocation"), str(did_you_mean("layer allocation", str(args["allocation"]),
+                                                                    allocations)))
+    return args
+
+
+def _structured_sparsities(errors: _Errors, where: tuple, name: str, raw) -> None:
+    values = _as_list(raw)
+    if not values:
+        errors.add(where, "must not be empty; give the ratios this method runs, e.g. [0.2, 0.3, 0.5].")
+    seen = set()
+    for i, value in enumerate(values):
+        try:
+            target = parse_sparsity(value)
+        except UsageError as error:
+            errors.add(where + (i,), str(error))
+            continue
+        if target.is_n_m:
+            errors.add(where + (i,), f"{target} is N:M, but '{name}' is a structured method (it removes whole heads, "
+                       "channels or layers) and takes a ratio of the prunable parameters; give e.g. 0.5.")
+        elif str(target) in seen:
+            errors.add(where + (i,), f"sparsity {target} is listed twice; list each value once.")
+        seen.add(str(target))
+
+
+def _window_cap(errors, value, where):
+    """A positive window count, or `all` (also the default) for every window of the split."""
+    if value is None or value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        errors.add(where, f"must be a positive integer or all, not {value!r}.")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _finite_number(errors, value, where) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        errors.add(where, f"must be a finite number, not {value!r}.")
+        return 0.0
+    return float(value)
+
+
+def _non_negative_int(errors, value, where):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        errors.add(where, f"must be a non-negative integer, not {value!r}.")
+        return 0
+    return value
+
+
+def _add_problem(errors: _Errors, where: tuple, problem: str | None) -> None:
+    if problem:
+        errors.add(where, problem)
+
+
+def model_facts(source: str) -> dict | None:
+    """A model's linear input widths and context length from its config, read without weights:
+    the tiny aliases build theirs, other aliases have config.json in the cache once converted, and
+    local directories have their own. None when it cannot be read cheaply (hub ids, GGUF files)."""
+    import json
+
+
+    factories = {"tiny-llama": models.tiny_llama_config, "tiny-opt": models.tiny_opt_config}
+    try:
+        if source in factories:
+            config = factories[source]().to_dict()
+        else:
+            aliases = registry.registered("register_models")
+            directory = models.cache_dir() / "models" / source if source in aliases else Path(source).expanduser()
+            if not (directory / "config.json").is_file():
+                return None
+            config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+    if not isinstance(config, dict):  # valid JSON but a list, a number...: config.get would crash
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(config), "a number")
+        raise UsageError(f"{directory / 'config.json'} is not a model config (it holds {kind}, not a JSON object); "
+                         "give a directory written by save_pretrained, or fix its config.json.")
+    text_config = config.get("text_config")
+    config = text_config if isinstance(text_config, dict) and text_config else config
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
+    widths = {hidden, config.get("intermediate_size") or config.get("ffn_dim"),
+              heads * head_dim if isinstance(heads, int) and isinstance(head_dim, int) else None}
+    return {"widths": sorted(w for w in widths if isinstance(w, int) and w > 0),
+            "context": config.get("max_position_embeddings")}
+
+
+def _check_model_fits(errors: _Errors, model: ModelSpec, index: int, sparsities, lengths, perplexity, raw) -> None:
+    """N:M must divide the model's linear widths; calibration and evaluation lengths must fit its context."""
+    facts = model_facts(model.source)
+    if facts is None:
+        return
+    for i, sparsity in enumerate(sparsities):
+        target = parse_sparsity(sparsity)
+        bad = [w for w in facts["widths"] if target.is_n_m and w % target.m]
+        if bad and (model.only.sparsities is None or sparsity in model.only.sparsities):
+            errors.add(("sparsity", i), f"{sparsity} needs M={target.m} to divide model '{model.label}''s linear input "
+                       f"widths ({', '.join(map(str, facts['widths']))}); pick an M that divides them all (e.g. 2:4).")
+    context = facts["context"]
+    if not isinstance(context, int):
+        return
+    calibration = raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {}
+    key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    for i, length in enumerate(lengths):
+        if length > context and (model.only.lengths is None or length in model.only.lengths):
+            errors.add(("calibration", key, i), f"calibration length {length} is longer than model '{model.label}''s "
+                       f"context ({context} tokens); use at most {context}.")
+    for i, spec in enumerate(perplexity):
+        if spec.seqlen > context:
+            errors.add(("evaluation", "perplexity", i, "seqlen"), f"seqlen {spec.seqlen} is longer than model "
+                       f"'{model.label}''s context ({context} tokens); use at most {context}.")

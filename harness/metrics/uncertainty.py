@@ -1,0 +1,211 @@
+"""Intervals and paired comparisons for benchmark numbers: seeded bootstrap over evaluation windows
+(perplexity) or items (zero-shot accuracy), and over calibration seeds when a cell has several.
+
+What varies, and what is resampled:
+
+- Windows / items. A perplexity is exp(mean of per-window mean NLLs) over a few hundred windows of
+  one text; an accuracy is a mean over a task's items. Both are resampled with replacement
+  (percentile bootstrap, 2000 resamples by default, a fixed seed so a report is reproducible).
+- Pairing. Every method is evaluated on the same windows and items, so a comparison resamples the
+  same window (item) indices for both methods in each resample: window difficulty, which moves both
+  methods together, cancels, and the interval is that of the difference alone. A perplexity ratio is
+  exp(mean per-window NLL difference) for one seed; it is significant when its interval excludes 1
+  (an accuracy difference: when it excludes 0).
+- Calibration seeds (two-level bootstrap). With several seeds a cell's value is the mean over seeds
+  of each seed's perplexity (accuracy), reported with the seeds' standard deviation. Its interval
+  resamples both levels in each resample: the seeds with replacement, and the window indices, drawn
+  once and shared by every seed (and by both methods of a comparison). Sharing is the point: all
+  seeds are evaluated on the same windows, so seeds and windows are crossed, not nested; drawing
+  windows afresh per seed would average the window noise away and give intervals that are too
+  narrow. In a comparison the two methods' seeds are drawn independently, unless the caller says
+  both were calibrated on the same seeds (`same_seeds=True`: the same calibration sets, in the same
+  order); then a seed index is drawn once for both, as the windows are, since a paired draw is valid
+  for matched units and removes what a calibration set does to both methods alike. With few seeds
+  the seed level is crude (a bootstrap over S values understates their variance by (S - 1) / S),
+  which is why the std is printed beside it.
+- Several tasks. A mean accuracy over tasks averages per-task accuracies; each task's items are
+  resampled within the task (stratified), so every task keeps its weight.
+- One task, one seed, 0/1 correctness: the Wilson score interval instead (closed form, and not
+  empty when every item is right or every item is wrong, where a bootstrap collapses to a point).
+
+Inputs with non-finite values (a diverged run) give non-finite or NaN ends; callers show such cells
+as diverged rather than asking for their interval.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..api.tables import Comparison
+
+RESAMPLES = 2000
+LEVEL = 0.95
+SEED = 0
+# Elements gathered at once (seeds x resamples x items); bounds memory for tasks with 10k items.
+_CHUNK_ELEMENTS = 1 << 22
+
+# One run (items) or several calibration seeds (seeds x items).
+Runs = Sequence[float] | Sequence[Sequence[float]] | torch.Tensor
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A cell's value (mean over seeds), its interval, and the std over seeds (None for one seed)."""
+
+    value: float
+    low: float
+    high: float
+    std: float | None = None
+    seeds: int = 1
+
+
+def perplexity_estimate(window_nlls: Runs, *, resamples: int = RESAMPLES, seed: int = SEED,
+                        level: float = LEVEL) -> Estimate:
+    """Perplexity with its bootstrap interval from per-window mean NLLs: 1-D (one run) or seeds x windows."""
+    runs = _runs(window_nlls)
+    [statistic] = _bootstrap([[runs]], resamples, seed, torch.exp)
+    return _estimate([runs], torch.exp, statistic, level)
+
+
+def perplexity_ratio(reference_nlls: Runs, method_nlls: Runs, *, same_seeds: bool = False, resamples: int = RESAMPLES,
+                     seed: int = SEED, level: float = LEVEL) -> Comparison:
+    """Method perplexity / reference perplexity on the same windows, with its paired bootstrap interval.
+
+    With several seeds the ratio is of the means over seeds; `same_seeds` pairs the seeds too.
+    """
+    reference, method = _runs(reference_nlls), _runs(method_nlls)
+    _same_items([reference], [method], same_seeds)
+    reference_stat, method_stat = _bootstrap([[reference], [method]], resamples, seed, torch.exp, same_seeds)
+    value = _point([method], torch.exp) / _point([reference], torch.exp)
+    return Comparison(value, *_percentiles(method_stat / reference_stat, level), null=1.0)
+
+
+def accuracy_estimate(tasks: Sequence[Runs], *, resamples: int = RESAMPLES, seed: int = SEED,
+                      level: float = LEVEL) -> Estimate:
+    """Mean accuracy over tasks from per-item correctness (each task: items, or seeds x items), with its interval."""
+    strata = [_runs(task) for task in tasks]
+    if not strata:
+        raise ValueError("accuracy_estimate needs at least one task")
+    if len(strata) == 1 and strata[0].shape[0] == 1 and _binary(strata[0]):
+        low, high = wilson_interval(int(strata[0].sum().item()), strata[0].shape[1], level)
+        return Estimate(_point(strata, _identity), low, high)
+    [statistic] = _bootstrap([strata], resamples, seed, _identity)
+    return _estimate(strata, _identity, statistic, level)
+
+
+def accuracy_difference(reference_tasks: Sequence[Runs], method_tasks: Sequence[Runs], *, same_seeds: bool = False,
+                        resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Comparison:
+    """Method accuracy - reference accuracy (mean over tasks) on the same items, with its paired interval.
+
+    With several seeds the difference is of the means over seeds; `same_seeds` pairs the seeds too.
+    """
+    reference, method = [_runs(t) for t in reference_tasks], [_runs(t) for t in method_tasks]
+    _same_items(reference, method, same_seeds)
+    reference_stat, method_stat = _bootstrap([reference, method], resamples, seed, _identity, same_seeds)
+    value = _point(method, _identity) - _point(reference, _identity)
+    return Comparison(value, *_percentiles(method_stat - reference_stat, level), null=0.0)
+
+
+def wilson_interval(correct: int, total: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion correct / total."""
+    if total < 1:
+        raise ValueError("wilson_interval needs at least one item")
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    p = correct / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# -- the bootstrap -----------------------------------------------------------------------------
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _runs(values: Runs) -> torch.Tensor:
+    """(seeds, items) float64 from one run (1-D) or several (2-D)."""
+    runs = torch.as_tensor(values, dtype=torch.float64)
+    if runs.ndim == 1:
+        runs = runs.unsqueeze(0)
+    if runs.ndim != 2 or runs.shape[0] < 1 or runs.shape[1] < 1:
+        raise ValueError(f"expected items or seeds x items with at least one of each, got shape {tuple(runs.shape)}")
+    return runs
+
+
+def _binary(runs: torch.Tensor) -> bool:
+    return bool(((runs == 0) | (runs == 1)).all())
+
+
+def _same_items(reference: list[torch.Tensor], method: list[torch.Tensor], same_seeds: bool) -> None:
+    # Pairing is only meaningful on the same windows (items), in the same order.
+    if [r.shape[1] for r in reference] != [m.shape[1] for m in method]:
+        raise ValueError("a paired comparison needs both methods evaluated on the same windows (items)")
+    if same_seeds and {r.shape[0] for r in reference} != {m.shape[0] for m in method}:
+        raise ValueError("same_seeds=True needs both methods run with the same number of seeds")
+
+
+def _per_seed(strata: list[torch.Tensor], transform: Callable) -> torch.Tensor:
+    """Each seed's statistic: transform(mean over strata of the stratum's mean)."""
+    return transform(torch.stack([s.mean(dim=1) for s in strata]).mean(dim=0))
+
+
+def _point(strata: list[torch.Tensor], transform: Callable) -> float:
+    return _per_seed(strata, transform).mean().item()
+
+
+def _estimate(strata: list[torch.Tensor], transform: Callable, statistic: torch.Tensor, level: float) -> Estimate:
+    per_seed = _per_seed(strata, transform)
+    std = per_seed.std().item() if per_seed.numel() > 1 else None
+    return Estimate(per_seed.mean().item(), *_percentiles(statistic, level), std=std, seeds=per_seed.numel())
+
+
+def _percentiles(statistic: torch.Tensor, level: float) -> tuple[float, float]:
+    """Percentile interval (linear interpolation, as numpy.percentile's default)."""
+    tail = (1 - level) / 2
+    low, high = torch.quantile(statistic, torch.tensor([tail, 1 - tail], dtype=statistic.dtype)).tolist()
+    return low, high
+
+
+def _bootstrap(groups: list[list[torch.Tensor]], resamples: int, seed: int, transform: Callable,
+               same_seeds: bool = False) -> list[torch.Tensor]:
+    """One (resamples,) tensor of the cell statistic per group (method), resampled together.
+
+    Each group is a list of strata (tasks; one for perplexity), each a (seeds, items) tensor; the
+    groups share item counts. In each resample the item indices of each stratum are drawn once and
+    used by every seed of every group; each group's seeds are then drawn on their own, or once for
+    all groups when `same_seeds`.
+    """
+    if resamples < 1:
+        raise ValueError("resamples must be at least 1")
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [s.shape[1] for s in groups[0]]
+    widest = max(s.shape[0] for group in groups for s in group)
+    chunk = max(1, min(resamples, _CHUNK_ELEMENTS // (widest * sum(sizes))))
+    results: list[list[torch.Tensor]] = [[] for _ in groups]
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        # Items first, so one run with one stratum draws exactly randint(0, n, (count, n)).
+        draws = [torch.randint(0, n, (count, n), generator=generator) for n in sizes]
+        shared = None
+        for group, out in zip(groups, results):
+            # (seeds, count): each seed's stratum means under this chunk's shared item draws.
+            stratum_means = torch.stack([stratum[:, index].mean(dim=2) for stratum, index in zip(group, draws)])
+            per_seed = transform(stratum_means.mean(dim=0))
+            seeds = per_seed.shape[0]
+            if seeds > 1:
+                chosen = shared if shared is not None else torch.randint(0, seeds, (count, seeds), generator=generator)
+                shared = chosen if same_seeds else None
+                per_seed = per_seed.gather(0, chosen.T)
+            out.append(per_seed.mean(dim=0))
+    return [torch.cat(out) for out in results]
+
+
+__all__ = ["Comparison", "Estimate", "LEVEL", "RESAMPLES", "SEED", "accuracy_difference", "accuracy_estimate",
+           "perplexity_estimate", "perplexity_ratio", "wilson_interval"]

@@ -1,0 +1,1 @@
+"""Causal LMs: loading (aliases, local, GGUF, hub), the decoder walk, coupled structures, checkpoints."""

@@ -1,0 +1,1 @@
+"""The pruning passes: calibration statistics, masks, layer allocations, unstructured and structured engines."""

@@ -1,0 +1,106 @@
+"""What every report table shares: finished records grouped by setting and seed, column order and names,
+the output formats, and the footnotes that say what a table's cells show."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from ..api.errors import UsageError
+from ..api.records import FINISHED
+from ..api.sparsity import parse_sparsity
+from ..api.tables import BEST, DAGGER, SIGNIFICANT, TIED, Cell
+
+FORMATS = ("github", "latex", "csv")
+REFERENCE = "wanda"
+
+
+# -- records to cells --------------------------------------------------------------------------
+
+
+def group_settings(records: list[dict]) -> dict[tuple, list[dict]]:
+    """Finished records by (model, method, sparsity, seqlen): one list per setting, its seeds in order."""
+    grouped: dict = defaultdict(list)
+    for record in records:
+        if record.get("status") in FINISHED:
+            cell = record["cell"]
+            grouped[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(record)
+    for runs in grouped.values():
+        runs.sort(key=lambda r: (r["cell"].get("seed") is None, r["cell"].get("seed") or 0))
+    return grouped
+
+
+def seeds_of(records: list[dict]) -> tuple:
+    return tuple(r["cell"].get("seed") for r in records)
+
+
+def spread(values: list[float]) -> tuple[float, float | None]:
+    """Mean and std over seeds (inf when any seed diverged; no std for one seed)."""
+    if not all(math.isfinite(v) for v in values):
+        return math.inf, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+# -- footnotes ----------------------------------------------------------------------------------
+
+
+def table_notes(cells: list, unit: str, resamples: int, compared: bool = False) -> list[str]:
+    """Footnotes for what a table's cells show: intervals, seeds, missing data, then bold and daggers."""
+    return interval_notes(cells, unit, resamples, compared) + mark_notes(cells)
+
+
+def interval_notes(cells: list, unit: str, resamples: int, compared: bool = False) -> list[str]:
+    cells = [c for c in cells if isinstance(c, Cell) and c.finite]
+    notes = []
+    if any(c.has_interval for c in cells):
+        how = "paired bootstrap over the same" if compared else "bootstrap over the"
+        wilson = "; the Wilson interval for one task and one seed" if unit == "items" and not compared else ""
+        notes.append(f"[low, high]: 95% interval, {how} {unit} ({resamples} resamples, seeded){wilson}.")
+    seeds = sorted({len(c.seeds) for c in cells if c.std is not None})
+    if seeds:
+        notes.append(f"± std over {' or '.join(map(str, seeds))} calibration seeds; the interval resamples the seeds "
+                     f"and the {unit} (two-level bootstrap).")
+    if compared and any(c.flag == SIGNIFICANT for c in cells):
+        notes.append("*: the interval excludes no difference (a ratio of 1, a difference of 0): a significant difference.")
+    missing = sum(1 for c in cells if not c.has_interval)
+    if missing:
+        notes.append(f"no interval: {missing} cell(s) come from records without per-{unit[:-1]} data (an older "
+                     "prunebench); they show no interval, are never bold, and ties with them are not tested.")
+    return notes
+
+
+def mark_notes(cells: list) -> list[str]:
+    marks = {c.mark for c in cells if isinstance(c, Cell)}
+    notes = []
+    if BEST in marks:
+        notes.append("**bold**: best in its column, and the paired 95% interval of its difference to the runner-up "
+                     "excludes 0.")
+    if TIED in marks:
+        notes.append(f"{DAGGER}: the best in its column and the cells statistically tied with it (the paired 95% "
+                     "interval of the difference to the best includes 0, or the runner-up has no data to test): "
+                     "no cell is shown to be better than these, so none is bold.")
+    return notes
+
+
+# -- perplexity ---------------------------------------------------------------------------------
+
+
+def column_key(column: tuple) -> tuple:
+    """Unstructured before N:M, then by ratio, then by calibration length."""
+    sparsity, seqlen = column
+    return (":" in (sparsity or ""), parse_sparsity(sparsity).ratio if sparsity else 0.0, seqlen or 0)
+
+
+def column_order(columns: set) -> list:
+    return sorted(columns, key=column_key)
+
+
+def column_name(column) -> str:
+    sparsity, seqlen = column
+    shown = f"{float(sparsity) * 100:g}%" if sparsity and ":" not in sparsity else sparsity
+    return f"{shown} L={seqlen}"
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"Unknown format '{fmt}'. Use one of: {', '.join(FORMATS)}.")

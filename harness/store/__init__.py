@@ -1,0 +1,1 @@
+"""The results store: one record per cell, claims, and the SQLite leaderboard."""
