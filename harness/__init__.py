@@ -17,6 +17,7 @@ from .api.sources import ModelAlias, TextDataset
 from .api.sparsity import SparsityTarget, parse_sparsity
 from .api.structured import LayerEvidence, LayerScores, StructuredMethod, add_output_bias, group_sum, token_cosines
 from .api.tables import Cell, Table
+from .data.datasets import calibration_windows
 from .models.checkpoints import register_with_transformers as register_pruned_models
 from .models.loading import load_model
 from .pruning.masks import tied_at_cut
@@ -41,10 +42,24 @@ def structured_prune(model, method, sparsity, calibration, **method_args):
     return prune_structures(model, method, sparsity, calibration, **method_args)
 
 
+def decoder_layers(model):
+    """The decoder layers of a causal LM of any supported family, in order."""
+    from .models.walk import decoder_layers as layers  # torch loads here
+
+    return layers(model)
+
+
+def prunable_linears(layer):
+    """A decoder layer's prunable linears by name (attention and MLP projections)."""
+    from .models.walk import prunable_linears as linears  # torch loads here
+
+    return linears(layer)
+
+
 __all__ = [
     "Accumulator", "Cell", "DENSE", "FINISHED", "LayerAllocation", "LayerEvidence", "LayerScores", "LinearContext",
     "Metric", "MetricContext", "ModelAlias", "PRUNED", "Plan", "PruningMethod", "REQUIRED", "RunningMean", "STRUCTURED",
     "SparsityTarget", "Statistic", "StructuredMethod", "Table", "TextDataset", "UsageError", "Value", "__version__",
-    "add_output_bias", "group_sum", "hookimpl", "load_model", "mean_preserving_ratios", "parse_sparsity", "prune",
+    "add_output_bias", "calibration_windows", "decoder_layers", "group_sum", "hookimpl", "load_model", "mean_preserving_ratios", "parse_sparsity", "prunable_linears", "prune",
     "register_pruned_models", "structured_prune", "tied_at_cut", "token_cosines",
 ]

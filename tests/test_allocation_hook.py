@@ -59,11 +59,24 @@ def test_owl_through_the_hook_gives_owls_own_targets(tiny_calibration):
     reference_model, _ = load_model("tiny-llama")
     expected = [t.ratio for t in owl_layer_targets(reference_model, tiny_calibration, parse_sparsity(0.5), m=4.0, lam=0.1)]
     assert max(expected) - min(expected) == pytest.approx(0.2)  # a real spread, not the uniform one
-    for keywords in ({"owl_m": 4.0, "owl_lambda": 0.1}, {"allocation_settings": {"m": 4, "lambda": 0.1}}):
-        model, _ = load_model("tiny-llama")
-        report = prunebench.prune(model, "wanda", 0.5, tiny_calibration, progress=False, allocation="owl", **keywords)
-        assert report.layer_targets == expected
-        assert report.allocation == "owl(m=4, lambda=0.1)"
+    model, _ = load_model("tiny-llama")
+    report = prunebench.prune(model, "wanda", 0.5, tiny_calibration, progress=False, allocation="owl",
+                              allocation_settings={"m": 4, "lambda": 0.1})
+    assert report.layer_targets == expected
+    assert report.allocation == "owl(m=4, lambda=0.1)"
+
+
+def test_owl_is_an_allocation_with_settings_everywhere():
+    """One spelling: the engine takes no owl_m/owl_lambda, prune's CLI reads --allocation owl:KEY=VALUE."""
+    import inspect
+
+    from prunebench.cli.commands import parse_allocation_option
+    from prunebench.pruning.engine import prune
+
+    assert not [p for p in inspect.signature(prune).parameters if p.startswith("owl")]
+    assert parse_allocation_option("owl:lambda=0.1") == ("owl", {"m": 5.0, "lambda": 0.1})
+    with pytest.raises(UsageError, match="Unknown setting"):
+        parse_allocation_option("owl:lam=0.1")
 
 
 @pytest.mark.parametrize("keywords,message", [

@@ -74,7 +74,7 @@ OPTIONS = [
     ("ace-cosp", {"sign": "clamp"}), ("ace-cosp", {"sign": "signed"}), ("ace", {"sign": "abs", "reading": "variance"}), ("ace-varp", {"reading": "inverse"}),
     ("ace", {"sign": "clamp", "reading": "inverse"}), ("sparsegpt", {"blocksize": 16, "percdamp": 0.1}),
     ("magnitude", {"group": "row"}), ("wanda", {"group": "layer"}),
-    ("wanda", {"allocation": "owl"}), ("sparsegpt", {"allocation": "owl"}), ("ace", {"allocation": "owl", "owl_lambda": 0.04}),
+    ("wanda", {"allocation": "owl"}), ("sparsegpt", {"allocation": "owl"}), ("ace", {"allocation": "owl", "allocation_settings": {"lambda": 0.04}}),
     ("wanda", {"propagate": "dense"}),
     ("wanda+varp", {"reading": "variance"}), ("ria+varp", {"reading": "variance", "reallocation": True}),
 ]

@@ -91,8 +91,12 @@ def test_import_prunebench_has_no_side_effects():
     assert out.stdout.split() == ["True", "[]"], out.stdout
 
 
+# lm-eval loads the offline tasks' builder by file path (a task YAML's !function), outside the package.
+LOADED_BY_PATH = {HARNESS / "metrics" / "tasks" / "lastword.py"}
+
+
 def test_harness_imports_its_own_modules_relatively():
-    absolute = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in HARNESS.rglob("*.py")
+    absolute = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in set(HARNESS.rglob("*.py")) - LOADED_BY_PATH
                 for node in ast.walk(ast.parse(path.read_text()))
                 if (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("prunebench"))
                 or (isinstance(node, ast.Import) and any(a.name.startswith("prunebench") for a in node.names))]

@@ -224,7 +224,8 @@ def test_owl_sparsities_follow_the_formula():
 
 
 def test_owl_allocation_on_a_model_keeps_the_mean(tiny_llama, tiny_calibration):
-    report = prunebench.prune(tiny_llama[0], "wanda", 0.5, tiny_calibration, progress=False, allocation="owl", owl_lambda=0.1)
+    report = prunebench.prune(tiny_llama[0], "wanda", 0.5, tiny_calibration, progress=False, allocation="owl",
+                              allocation_settings={"lambda": 0.1})
     assert report.allocation.startswith("owl")
     assert sum(report.layer_targets) / len(report.layer_targets) == pytest.approx(0.5)
     assert max(report.layer_targets) - min(report.layer_targets) == pytest.approx(0.2)

@@ -139,7 +139,8 @@ def test_exact_count_spreads_the_remainder_over_the_rows_with_the_lowest_next_sc
 
 def test_owl_on_a_tiny_model_hits_the_target_to_one_weight_per_linear(tiny_llama, tiny_calibration):
     model = tiny_llama[0]
-    report = prunebench.prune(model, "wanda", 0.5, tiny_calibration, progress=False, allocation="owl", owl_lambda=0.1)
+    report = prunebench.prune(model, "wanda", 0.5, tiny_calibration, progress=False, allocation="owl",
+                              allocation_settings={"lambda": 0.1})
     assert sum(report.layer_targets) / len(report.layer_targets) == pytest.approx(0.5, abs=1e-12)
     assert len(set(report.layer_targets)) > 1  # a real allocation, not the uniform one
     total = zeros = 0

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True)
 class TextDataset:
     """A named text source. Subclasses load calibration documents and evaluation text."""
 

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from ..api.errors import UsageError
 from ..api.sparsity import parse_sparsity
 from ..data.datasets import (
     calibration_documents,
@@ -17,7 +16,7 @@ from ..data.datasets import (
 )
 from ..metrics.perplexity import evaluation_windows, perplexity
 from ..models.loading import check_fits_context, load_model
-from ..models.walk import capture_inputs, default_device, walk_layers
+from ..models.walk import capture_inputs, compute_device, default_device, walk_layers
 from ..pruning.engine import prune
 
 
@@ -53,9 +52,7 @@ def model_bytes(model) -> int:
 def run_bench(args) -> dict:
 
     target = parse_sparsity(args.sparsity)
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+    device = compute_device(args.device, f"--device {args.device}", "use --device cpu")
     model, tokenizer = load_model(args.model)
     # Past the context OPT raises an IndexError and LLaMA runs on silently: refuse before any timing.
     check_fits_context(model, args.model, {"--seqlen": args.seqlen, "--eval-seqlen": args.eval_seqlen})

@@ -7,10 +7,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from tabulate import tabulate
 
 from .. import registry
-from ..api.allocation import tracks_of
+from ..api.allocation import resolve_settings, tracks_of
 from ..api.errors import UsageError, did_you_mean
 from ..api.metric import PRUNED, REQUIRED, MetricContext, MetricSpec, check_settings
 from ..api.sparsity import parse_sparsity
@@ -50,10 +51,9 @@ def _ppl(value: float | None) -> str:
 
 def run_prune(args, method_args: dict) -> dict:
     """Validate everything cheap first, then load, calibrate, evaluate, prune, evaluate, save."""
-    import torch
 
     from ..metrics.perplexity import perplexity
-    from ..models.walk import default_device, on_device
+    from ..models.walk import compute_device, default_device, on_device
     from ..pruning.engine import check_n_m_fits, prune
 
     # Outputs that cannot be written fail now, not after the pruning.
@@ -81,8 +81,8 @@ def run_prune(args, method_args: dict) -> dict:
     arguments = method.resolve_arguments(method_args)
     target = parse_sparsity(args.sparsity)
 
-    allocation_for(args.allocation, "unstructured", "--allocation")  # a typo: refused before loading
-    if target.is_n_m and args.allocation != "uniform":
+    allocation, allocation_settings = parse_allocation_option(args.allocation)  # a typo: refused before loading
+    if target.is_n_m and allocation != "uniform":
         raise UsageError(f"--allocation {args.allocation} needs a sparsity ratio, not N:M {target}; use --allocation uniform.")
     resolve_dataset(args.calib_dataset)
     if args.eval_dataset:
@@ -90,9 +90,7 @@ def run_prune(args, method_args: dict) -> dict:
     dtype = parse_dtype(args.dtype)
     if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UsageError(f"--save {args.save} is a file; give a directory path.")
-    device = torch.device(args.device) if args.device else None
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+    device = compute_device(args.device, f"--device {args.device}", "use --device cpu") if args.device else None
     _note_if_nothing_is_kept(args)  # after the cheap checks (a typo gets its error alone), before the work
 
     model, tokenizer = load_model(args.model, dtype)
@@ -124,8 +122,8 @@ def run_prune(args, method_args: dict) -> dict:
     dense = {} if args.no_dense_eval else evaluate()
     try:
         report = prune(model, method, target, calibration, batch_size=args.batch_size, device=device,
-                       propagate=args.propagate or "pruned", allocation=args.allocation, owl_m=args.owl_m,
-                       owl_lambda=args.owl_lambda, **arguments)
+                       propagate=args.propagate or "pruned", allocation=allocation,
+                       allocation_settings=allocation_settings, **arguments)
     except Exception as error:
         failure = registry.method_failure(error, method, "register_methods", args.debug)
         if failure is None:
@@ -162,28 +160,30 @@ def run_prune(args, method_args: dict) -> dict:
     return record
 
 
+def parse_named_settings(option: str, flag: str, example: str) -> tuple[str, dict]:
+    """`NAME[:KEY=VALUE,...]` as (name, settings), values read as YAML (3, 0.5, true, [1, 8], text)."""
+    name, _, settings_text = option.partition(":")
+    given = {}
+    for pair in _split_settings(settings_text):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {option}: write NAME:KEY=VALUE,KEY=VALUE, e.g. {flag} {example}.")
+        try:
+            given[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            given[key.strip()] = value  # not YAML (an odd path): the text itself
+    return name.strip(), given
+
+
 def parse_metric_options(options: list[str]) -> list:
     """`--metric NAME[:KEY=VALUE,...]` as checked MetricSpecs: the name and each setting against the
-    registry (did-you-mean), values read as YAML (3, 0.5, true, [1, 8], text), defaults filled in."""
-    import yaml
-
-
+    registry (did-you-mean), defaults filled in."""
     known = registry.registered("register_metrics")
     specs = []
     for option in options:
-        name, _, settings_text = option.partition(":")
-        name = name.strip()
+        name, given = parse_named_settings(option, "--metric", "speed:repeats=3")
         if name not in known:
             raise UsageError(f"--metric {option}: {did_you_mean('metric', name, known)}")
-        given = {}
-        for pair in _split_settings(settings_text):
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"--metric {option}: write NAME:KEY=VALUE,KEY=VALUE, e.g. --metric speed:repeats=3.")
-            try:
-                given[key.strip()] = yaml.safe_load(value) if value.strip() else None
-            except yaml.YAMLError:
-                given[key.strip()] = value  # not YAML (an odd path): the text itself
         settings, problems = check_settings(known[name].item, given)
         if problems:
             raise UsageError(f"--metric {option}: {' '.join(message for _, message in problems)}")
@@ -191,6 +191,16 @@ def parse_metric_options(options: list[str]) -> list:
             raise UsageError(f"--metric {name} is named twice; give it once, with all its settings.")
         specs.append(MetricSpec(name, settings))
     return specs
+
+
+def parse_allocation_option(option: str) -> tuple[str, dict]:
+    """`--allocation NAME[:KEY=VALUE,...]`: a registered unstructured allocation and its checked settings."""
+    name, given = parse_named_settings(option, "--allocation", "owl:lambda=0.08")
+    allocation = allocation_for(name, "unstructured", "--allocation")
+    try:
+        return name, resolve_settings(allocation, given)
+    except UsageError as error:
+        raise UsageError(f"--allocation {option}: {error}") from None
 
 
 def _split_settings(text: str) -> list[str]:

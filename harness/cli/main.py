@@ -86,10 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--propagate", choices=PROPAGATIONS, default=None,
                        help="which activations feed the next layer's calibration: the pruned or the dense layer's "
                             "(if not given, pruned; structured methods: dense)")
-    prune.add_argument("--allocation", default="uniform",
-                       help="layer-wise sparsity: a registered unstructured allocation (uniform, owl, a plugin's)")
-    prune.add_argument("--owl-m", type=float, default=5.0, help="OWL outlier threshold M")
-    prune.add_argument("--owl-lambda", type=float, default=0.08, help="OWL spread lambda")
+    prune.add_argument("--allocation", default="uniform", metavar="NAME[:KEY=VALUE,...]",
+                       help="layer-wise sparsity: a registered unstructured allocation (uniform, owl, a plugin's) "
+                            "with its settings, e.g. owl:m=5,lambda=0.08 (see 'prunebench list')")
     prune.add_argument("--batch-size", type=_positive, default=8, help="calibration batch size")
     prune.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 (if not given, cuda if present)")
     prune.add_argument("--dtype", default=None, choices=DTYPES,

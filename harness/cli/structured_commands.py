@@ -24,11 +24,10 @@ from ..store.results import write_json_atomically
 
 def run_structured_prune(args, method_args: dict) -> dict:
     """Validate cheap things first, then load, calibrate, evaluate dense, prune, evaluate, time, save."""
-    import torch
 
     from ..metrics.measurements import measure_speed, parameter_count
     from ..metrics.perplexity import perplexity
-    from ..models.walk import default_device
+    from ..models.walk import compute_device
     from ..pruning.structured_engine import (
         check_budget,
         check_propagation,
@@ -50,9 +49,7 @@ def run_structured_prune(args, method_args: dict) -> dict:
         resolve_dataset(args.eval_dataset)
     if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UsageError(f"--save {args.save} is a file; give a directory path.")
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device} asked for CUDA, but no GPU is visible; use --device cpu.")
+    device = compute_device(args.device, f"--device {args.device}", "use --device cpu")
 
     model, tokenizer = load_model(args.model, parse_dtype(args.dtype))
     # A hub id or GGUF file has no config.json to check before loading (run_prune checked the others).

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,7 +117,6 @@ def _hub(name: str, split: str, files: tuple[str, ...], dirs: list[Path], *args,
         raise _unreachable(name, split, files, dirs) from None
 
 
-@dataclass(frozen=True)
 class WikiText2(TextDataset):
     TRAIN = ("wiki.train.raw", "wikitext-2-raw/wiki.train.raw")
     TEST = ("wiki.test.raw", "wikitext-2-raw/wiki.test.raw")

@@ -63,10 +63,10 @@ class Cell:
         elif self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
                              sparsity=self.sparsity, propagate=config.propagate, calibration=calibration)
-            if self.method.allocation_settings:  # only when given, so other cells keep their hashes
+            if self.method.allocation == "owl":  # under the key OWL cells hashed before settings were general
+                described["owl"] = dict(self.method.allocation_settings)
+            elif self.method.allocation_settings:  # only when given, so other cells keep their hashes
                 described["allocation_settings"] = dict(self.method.allocation_settings)
-            if self.method.allocation == "owl":
-                described["owl"] = {"m": self.method.owl_m, "lambda": self.method.owl_lambda}
         return described
 
 
@@ -115,7 +115,8 @@ def plugin_version(method_name: str | None) -> str:
 
 
 def config_device(config: BenchmarkConfig):
-    """The torch.device the config's `device` names (`auto`: CUDA when present, else CPU)."""
+    """The torch.device the config's `device` names (`auto`: CUDA when present, else CPU), unchecked: the
+    driver of a Ray run names the device its workers will have (`compute_device` checks where cells run)."""
     import torch
 
     from ..models.walk import default_device

@@ -28,7 +28,6 @@ RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only par
 MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
 RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
-ALLOCATION_KEYS = {"name", "m", "lambda"}
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
 EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
@@ -74,9 +73,7 @@ class MethodSpec:
     method: str
     args: dict = field(default_factory=dict)
     allocation: str = "uniform"
-    owl_m: float = 5.0
-    owl_lambda: float = 0.08
-    allocation_settings: tuple = ()  # (name, value) pairs of a non-OWL allocation's settings (OWL: owl_m, owl_lambda)
+    allocation_settings: tuple = ()  # (name, value) pairs of the allocation's settings, as given (OWL: all of them)
     only: Restriction = Restriction()  # a structured method's sparsities are its own ratios, not a pick of the grid's
     structured: bool = False  # removes whole heads, channels or layers (prunebench.pruning.structured_engine)
     tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
@@ -330,19 +327,14 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         except UsageError as error:
             errors.add(where + ("allocation", "name"), str(error))
             found = None
-        owl = [_finite_number(errors, allocation.get(key, default), where + ("allocation", key))
-               for key, default in (("m", 5.0), ("lambda", 0.08))] if allocation_name == "owl" else [5.0, 0.08]
         settings = {key: value for key, value in allocation.items() if key != "name"}
-        if found is not None and allocation_name != "owl":  # OWL's m and lambda are checked above
-            try:
-                settings = resolve_settings(found, settings) if settings else {}
+        if found is not None:
+            try:  # OWL's settings are kept with their defaults filled in: its cells have always hashed them
+                settings = resolve_settings(found, settings) if settings or allocation_name == "owl" else {}
             except UsageError as error:
                 errors.add(where + ("allocation",), str(error))
-        elif allocation_name == "owl":
-            _unknown_keys(errors, allocation, ALLOCATION_KEYS, where + ("allocation",))
-            settings = {}
         method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
-        methods.append(MethodSpec(label, name, args, allocation_name, owl[0], owl[1], tuple(sorted(settings.items())),
+        methods.append(MethodSpec(label, name, args, allocation_name, tuple(sorted(settings.items())),
                                   _restriction(entry), structured, method_tasks))
 
     sparsities = []

@@ -16,8 +16,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..api.errors import UsageError
+from ..models.walk import compute_device
 from ..store.results import ResultsStore
-from .cells import Cell, cell_provenance, config_device, content_hash
+from .cells import Cell, cell_provenance, content_hash
 from .config import BenchmarkConfig, Resources
 from .runner import (
     RunSummary,
@@ -69,10 +70,8 @@ def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: d
 
 
     torch.set_num_threads(threads)  # the CPUs Ray reserved, not the node's core count
-    device = config_device(config)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {config.device} asks for CUDA, but this Ray worker sees no GPU; "
-                         "ask for one with resources: {gpus: 1}.")
+    device = compute_device(config.device, f"device {config.device} (on this Ray worker)",
+                            "ask for one with resources: {gpus: 1}")
     provenance = cell_provenance(cell, config)
     return {"provenance": provenance, "hash": content_hash(cell, config, provenance),
             "result": execute_cell(cell, config, _WORKER_SESSIONS, device, progress=False, previous=previous,

@@ -20,13 +20,12 @@ from ..metrics.machine_load import load_record, sample_load
 from ..metrics.perplexity import measured_sparsity, perplexity
 from ..metrics.run import headline, run_metrics
 from ..models.loading import check_fits_context, load_model
-from ..models.walk import decoder_layers, dense_twin, on_device, prunable_linears
+from ..models.walk import compute_device, decoder_layers, dense_twin, on_device, prunable_linears
 from ..pruning.engine import prune
 from ..store.results import ResultsStore
 from .cells import (
     Cell,
     cell_provenance,
-    config_device,
     content_hash,
     expand,
     metric_descriptors,
@@ -150,7 +149,6 @@ def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, dev
         calibration = session.calibration_tokens(cell, config)
         report = prune(session.model, cell.method.method, cell.sparsity, calibration, batch_size=config.batch_size,
                        device=device, propagate=config.propagate, progress=progress, allocation=cell.method.allocation,
-                       owl_m=cell.method.owl_m, owl_lambda=cell.method.owl_lambda,
                        allocation_settings=dict(cell.method.allocation_settings), **cell.method.args)
         record.update(timings=report.timings, peak_memory_bytes=report.peak_memory_bytes,
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
@@ -344,9 +342,7 @@ def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dic
     contended machine."""
     store = ResultsStore(results_dir)
     cells = select_cells(config, filters or {})
-    device = config_device(config)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {config.device} asks for CUDA, but no GPU is visible; set device: cpu or auto.")
+    device = compute_device(config.device, f"device {config.device}", "set device: cpu or auto")
     summary = RunSummary()
     sessions = SessionCache()
     # --force reruns the records there when this run began, not one another runner writes meanwhile.

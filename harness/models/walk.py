@@ -25,6 +25,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def compute_device(name: "str | torch.device | None", asked: str, fix: str) -> torch.device:
+    """The torch.device `name` gives (None or "auto": CUDA when present, else the CPU), or a one-line
+    error when it names CUDA and no GPU is visible: `asked` says who asked, `fix` what to do instead."""
+    if name is None or str(name) == "auto":
+        return default_device()
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{asked} asks for CUDA, but no GPU is visible; {fix}.")
+    return device
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The model's stack of decoder layers: the ModuleList as long as config.num_hidden_layers."""
     expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)

@@ -29,7 +29,7 @@ from ..models.walk import (
 )
 from ..registry import allocation_for
 from .accumulate import collect_statistics
-from .measure import measure_peak_memory
+from .measure import Stopwatch, measure_peak_memory
 
 
 @dataclass
@@ -61,30 +61,6 @@ class PruneReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _Stopwatch:
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.totals = {"calibration_forward": 0.0, "score_mask": 0.0, "weight_update": 0.0}
-
-    def time(self, section: str):
-        watch = self
-
-        class _Section:
-            def __enter__(self):
-                watch._sync()
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch._sync()
-                watch.totals[section] += time.perf_counter() - self.start
-
-        return _Section()
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def resolve_method(method: "str | PruningMethod") -> PruningMethod:
@@ -138,8 +114,6 @@ def prune(
     progress: bool = True,
     allocation: str = "uniform",
     allocation_settings: "Mapping[str, Any] | None" = None,
-    owl_m: float = 5.0,
-    owl_lambda: float = 0.08,
     **method_args: Any,
 ) -> PruneReport:
     """Prune `model` in place, decoder layer by decoder layer, and return a PruneReport.
@@ -147,9 +121,8 @@ def prune(
     `calibration` is a LongTensor of token ids (nsamples, L). `propagate` chooses what feeds the
     next layer: the pruned layer's outputs (default, as Wanda and SparseGPT) or the dense ones.
     `allocation` names a registered unstructured allocation with its `allocation_settings`:
-    "uniform" keeps every layer at the target, "owl" gives each decoder layer its own sparsity by
-    OWL (M=`owl_m`, lambda=`owl_lambda`, the engine's spelling of its settings m and lambda),
-    keeping the mean at the target.
+    "uniform" keeps every layer at the target, "owl" (settings m and lambda) gives each decoder
+    layer its own sparsity by OWL, keeping the mean at the target.
     """
     method = resolve_method(method)
     arguments = method.resolve_arguments(method_args)
@@ -171,14 +144,12 @@ def prune(
         nsamples=calibration.shape[0], seqlen=calibration.shape[1], device=str(device), batch_size=batch_size,
     )
     layer_allocation = allocation_for(allocation, "unstructured", f"method '{method.name}'")
-    # owl_m and owl_lambda are the engine's keywords for OWL's settings (the runner and `prune --owl-m` pass them).
-    legacy = {"m": owl_m, "lambda": owl_lambda} if layer_allocation.name == "owl" else {}
-    settings = resolve_settings(layer_allocation, {**legacy, **(allocation_settings or {})})
+    settings = resolve_settings(layer_allocation, allocation_settings or {})
     if target.is_n_m and layer_allocation.name != "uniform":  # an N:M pattern is the same in every layer
         raise UsageError(f"Allocation '{layer_allocation.name}' gives each layer its own ratio, which needs an "
                          f"unstructured sparsity ratio, not N:M {target}; give a ratio such as 0.5 or allocation uniform.")
     report.allocation = allocation_label(layer_allocation, settings)
-    watch = _Stopwatch(device)
+    watch = Stopwatch(device, ("calibration_forward", "score_mask", "weight_update"))
     counts: dict[str, list[int]] = {}
     was_training = model.training
     model.eval()
@@ -221,7 +192,7 @@ def prune(
             if captured is not None:
                 with watch.time("calibration_forward"):
                     step.propagate(step.forward() if propagate == "pruned" else dense_outputs)
-            watch._sync()
+            watch.sync()
             report.layer_seconds.append(time.perf_counter() - layer_start)
             layer_start = time.perf_counter()
     if device.type == "cuda":

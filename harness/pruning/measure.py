@@ -1,7 +1,9 @@
-"""Peak-memory measurement of a code region: resident memory on CPU, allocator peak on CUDA."""
+"""What a pruning pass measures of itself: seconds per section (one CUDA-synchronised stopwatch) and the
+peak memory of a code region (resident memory on CPU, allocator peak on CUDA)."""
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -76,3 +78,36 @@ def measure_peak_memory(device: torch.device):
         stop.set()
         sampler.join()
         record.peak_bytes = max(samples + [resident_bytes()])
+
+
+class Stopwatch:
+    """Seconds per named section. CUDA work is synchronised at every boundary, so a section holds the
+    kernels it launched; a section opened inside another pauses the outer one, so that no second is
+    counted twice."""
+
+    def __init__(self, device: "torch.device | str", sections: tuple[str, ...] = ()):
+        self.device = torch.device(device)
+        self.totals: dict[str, float] = dict.fromkeys(sections, 0.0)
+        self._open: list[list] = []  # [section, when it (re)started]
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def time(self, section: str):
+        self.sync()
+        now = time.perf_counter()
+        if self._open:
+            outer = self._open[-1]
+            self.totals[outer[0]] = self.totals.get(outer[0], 0.0) + now - outer[1]
+        self._open.append([section, now])
+        try:
+            yield
+        finally:
+            self.sync()
+            now = time.perf_counter()
+            name, started = self._open.pop()
+            self.totals[name] = self.totals.get(name, 0.0) + now - started
+            if self._open:
+                self._open[-1][1] = now

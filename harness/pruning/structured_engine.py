@@ -43,7 +43,7 @@ from ..models.walk import (
 )
 from ..registry import allocation_for
 from .accumulate import collect_statistics
-from .measure import measure_peak_memory
+from .measure import Stopwatch, measure_peak_memory
 from .structured_allocation import LayerBudget, Plan
 
 
@@ -186,26 +186,26 @@ def _score_all(model, method, arguments, calibration, batch_size, device, struct
     needs_forward = bool(statistics) or method.needs_hidden
     captured = None
     if needs_forward:
-        with watch("calibration_forward"):
+        with watch.time("calibration_forward"):
             captured = capture_inputs(model, calibration, batch_size, device)
     scores = []
     for step in walk_layers(model, captured, device, desc=f"{method.name} scores"):
         evidence = LayerEvidence(step.index, step.layer, structures[step.index] if structures else None)
         if captured is not None:
-            with watch("calibration_forward"):
+            with watch.time("calibration_forward"):
                 # Statistics keyed by the short names the structure uses (q_proj, down_proj, ...).
                 linears = evidence.structure.linears if evidence.structure else prunable_linears(step.layer)
                 keep_outputs = prune_now is None or method.needs_hidden  # pruned: the layer reruns after removal
                 evidence.stats, outputs = collect_statistics(step.layer, step.inputs, linears, statistics, device,
                                                              arguments, keep_outputs=keep_outputs)
                 evidence.hidden_in, evidence.hidden_out = step.inputs.hidden, outputs
-        with watch("score"):
+        with watch.time("score"):
             scores.append(method.score_layer(evidence, **arguments))
         if prune_now is not None:
-            with watch("removal"):
+            with watch.time("removal"):
                 _remove_lowest(method, structures[step.index], scores[-1], prune_now[step.index], arguments)
         if captured is not None:
-            with watch("calibration_forward"):
+            with watch.time("calibration_forward"):
                 step.propagate(step.forward() if prune_now is not None else outputs)
     return scores
 
@@ -246,17 +246,8 @@ def structured_prune(model: nn.Module, method: "str | StructuredMethod", sparsit
         raise UsageError("calibration must be a LongTensor of token ids shaped (nsamples, L).")
     removes_layers = "layers" in method.kinds
     structures = read_structures(model) if set(method.kinds) - {"layers"} else None
-    totals: dict[str, float] = {}
-
-    class watch:  # noqa: N801 - a tiny timing context: watch("section")
-        def __init__(self, section):
-            self.section = section
-
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            totals[self.section] = totals.get(self.section, 0.0) + time.perf_counter() - self.start
+    device = torch.device(device) if device is not None else default_device()
+    watch = Stopwatch(device)
 
     # The budget is checked (and uniform counts computed) before any forward or backward pass.
     start = time.perf_counter()
@@ -264,9 +255,8 @@ def structured_prune(model: nn.Module, method: "str | StructuredMethod", sparsit
     if removes_layers:
         layers_removed = layers_to_remove(target, len(decoder_layers(model)))
     else:
-        with watch("allocation"):
+        with watch.time("allocation"):
             counts = counts_before_scoring(method, target, structures, allocation, arguments)
-    device = torch.device(device) if device is not None else default_device()
     report = StructuredReport(method.name, arguments, str(target), list(method.kinds), allocation.name,
                               calibration.shape[0], calibration.shape[1], str(device), propagation)
     report.parameters_before = sum(p.numel() for p in model.parameters())
@@ -276,25 +266,25 @@ def structured_prune(model: nn.Module, method: "str | StructuredMethod", sparsit
     model.eval()
     with measure_peak_memory(device) as memory:
         if method.needs_gradients:
-            with watch("gradients"):
+            with watch.time("gradients"):
                 loss = accumulate_gradients(model, calibration, batch_size, device, arguments.get("checkpointing", False))
             report.notes.append(f"calibration loss {loss:.4f} (gradients of every decoder linear, whole-model backward)")
         try:
             scores = _score_all(model, method, arguments, calibration, batch_size, device, structures, watch,
                                 prune_now=counts if pruned_while_scoring else None)
-            with watch("score"):
+            with watch.time("score"):
                 scores = method.finalize(scores, **arguments)
         finally:
             if method.needs_gradients:
                 for parameter in model.parameters():
                     parameter.grad = None
         report.layer_importance = [s.importance for s in scores]
-        with watch("removal"):
+        with watch.time("removal"):
             if removes_layers:
                 _remove_layers(model, layers_removed, scores, report)
             elif not pruned_while_scoring:
                 if counts is None:
-                    with watch("allocation"):
+                    with watch.time("allocation"):
                         counts = allocation.allocate(_plan(method, target, structures, scores, arguments), **arguments)
                 for structure, layer_scores, removed in zip(structures, scores, counts):
                     _remove_lowest(method, structure, layer_scores, removed, arguments)
@@ -303,8 +293,8 @@ def structured_prune(model: nn.Module, method: "str | StructuredMethod", sparsit
     recovered = method.recover(model, calibration, device, **arguments)
     if recovered is not None:
         report.notes.append(f"recovery: {recovered}")
-        totals["recovery"] = time.perf_counter() - recovery_start
-    report.timings = dict(totals, total=recovery_start - start)
+        watch.totals["recovery"] = time.perf_counter() - recovery_start
+    report.timings = dict(watch.totals, total=recovery_start - start)
     report.memory_before_bytes, report.peak_memory_bytes = memory.before_bytes, memory.peak_bytes
     report.parameters_after = sum(p.numel() for p in model.parameters())
     report.prunable_after = prunable_parameters(model)

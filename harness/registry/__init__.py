@@ -14,10 +14,14 @@ from .manager import (
     is_structured,
     lookup,
     make_mask,
+    method_failure,
     plugin_manager,
     registered,
     reset_plugin_manager,
     skipped_plugins,
 )
 
-__all__ = ['ENTRY_POINT_GROUP', 'LOAD_PLUGINS_ENV', 'DEFAULT_PLUGINS', 'Registered', 'PluginManager', 'plugin_manager', 'reset_plugin_manager', 'skipped_plugins', 'registered', 'lookup', 'get_method', 'get_statistic', 'get_structured_method', 'get_metric', 'is_structured', 'make_mask', 'allocation_names', 'allocation_for', 'method_failure']
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_PLUGINS_ENV", "PluginManager", "Registered", "allocation_for",
+           "allocation_names", "get_method", "get_metric", "get_statistic", "get_structured_method", "is_structured",
+           "lookup", "make_mask", "method_failure", "plugin_manager", "registered", "reset_plugin_manager",
+           "skipped_plugins"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from ...data.datasets import WikiText2, data_dirs, read_utf8, resolve_dataset
+# lm-eval loads this file by path (the task YAML's !function), outside the package: absolute imports only.
+from prunebench.data.datasets import WikiText2, data_dirs, read_utf8, resolve_dataset
 
 MIN_WORDS, MAX_WORDS, MAX_PASSAGES = 40, 120, 1000
 
