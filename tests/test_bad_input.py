@@ -67,7 +67,7 @@ def test_validate_prints_one_problem_per_line_in_file_order(tmp_path, capsys):
     ("  - wanda\n", "  - {method: ria, args: {a: .inf}}\n", "Bad value inf for ria.a: expected a finite number"),
     ("  - wanda\n", "  - {method: ria, args: {a: [1, 2]}}\n", "Bad value [1, 2] for ria.a: expected float"),
     ("  - wanda\n", "  - {method: wanda, allocation: 5}\n", "allocation must be a name"),
-    ("  - wanda\n", "  - {method: wanda, allocation: {name: owl, m: .nan}}\n", "allocation.m: must be a finite number"),
+    ("  - wanda\n", "  - {method: wanda, allocation: {name: owl, m: .nan}}\n", "allocation: Bad value nan for owl.m: expected a finite number"),
     ("    - {dataset: pydoc, seqlen: 32, max_windows: 2}\n",
      "    - {dataset: pydoc, seqlen: 32, max_windows: 2}\n  tasks: 3\n", "tasks must be a list of lm-eval task names"),
 ])

@@ -107,12 +107,13 @@ def computed(record: dict) -> dict:
 
 @needs_ray
 def test_ray_records_equal_the_local_executors(tmp_path, start_ray, one_thread):
-    from prunebench.grid.executors import run_grid_ray
+    from prunebench.grid.executors import RayExecutor
+    from prunebench.grid.runner import run_grid
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     local = quiet(run_grid, config, tmp_path / "local")
     start_ray()
-    remote = quiet(run_grid_ray, config, tmp_path / "ray")
+    remote = quiet(run_grid, config, tmp_path / "ray", executor=RayExecutor())
     assert sorted(remote.ran) == sorted(local.ran) and len(local.ran) == 5 and not remote.failed
     local_records = {r["name"]: r for r in ResultsStore(tmp_path / "local").leaderboard()}
     ray_records = {r["name"]: r for r in ResultsStore(tmp_path / "ray").leaderboard()}
@@ -124,7 +125,7 @@ def test_ray_records_equal_the_local_executors(tmp_path, start_ray, one_thread):
         assert computed(ray_records[name]) == computed(record), name
         assert record["perplexity"]["pydoc-32x2"]["perplexity"] > 1
     # Resume: the driver's expected hash is the worker's, so nothing reruns.
-    again = quiet(run_grid_ray, config, tmp_path / "ray")
+    again = quiet(run_grid, config, tmp_path / "ray", executor=RayExecutor())
     assert again.ran == [] and len(again.skipped) == 5
 
 
@@ -149,7 +150,8 @@ def test_failing_and_crashing_cells_are_isolated(tmp_path, install_plugin, start
 
 @needs_ray
 def test_interrupted_ray_run_resumes(tmp_path, start_ray):
-    from prunebench.grid.executors import run_grid_ray
+    from prunebench.grid.executors import RayExecutor
+    from prunebench.grid.runner import run_grid
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     results = tmp_path / "results"
@@ -159,7 +161,7 @@ def test_interrupted_ray_run_resumes(tmp_path, start_ray):
         raise KeyboardInterrupt  # Ctrl-C on the driver as the first cell finishes
 
     with pytest.raises(KeyboardInterrupt):
-        run_grid_ray(config, results, progress=False, echo=interrupt)
+        run_grid(config, results, executor=RayExecutor(), progress=False, echo=interrupt)
     store = ResultsStore(results)
     finished = {r["name"]: store.record_path(r["name"]).stat().st_mtime_ns for r in store.records()}
     assert len(finished) == 1  # the cancelled cells wrote nothing
@@ -168,11 +170,11 @@ def test_interrupted_ray_run_resumes(tmp_path, start_ray):
     held = next(cell.name for cell in expand(config) if cell.name not in finished)
     with store.claim(held) as claimed:
         assert claimed
-        resumed = quiet(run_grid_ray, config, results)
+        resumed = quiet(run_grid, config, results, executor=RayExecutor())
     assert resumed.busy == [held] and resumed.skipped == list(finished) and len(resumed.ran) == 3
     assert not resumed.failed
     assert all(store.record_path(name).stat().st_mtime_ns == mtime for name, mtime in finished.items())
-    last = quiet(run_grid_ray, config, results)
+    last = quiet(run_grid, config, results, executor=RayExecutor())
     assert last.ran == [held] and len(last.skipped) == 4
     assert len(store.leaderboard()) == 5
 

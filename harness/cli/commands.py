@@ -356,7 +356,7 @@ def run_validate(args) -> int:
 def run_run(args) -> int:
     import sys
 
-    from ..grid.runner import run_grid
+    from ..grid.runner import LocalExecutor, run_grid
 
     config = load_config(args.file)
     filters = _checked_filters(config, args.only)
@@ -371,13 +371,13 @@ def run_run(args) -> int:
     if args.dry_run:
         return _print_status(config, results_dir, filters)
     if args.executor == "ray":
-        from ..grid.executors import run_grid_ray
+        from ..grid.executors import RayExecutor
 
-        summary = run_grid_ray(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst,
-                               address=args.address, remeasure=remeasure)
+        executor = RayExecutor(args.address)
     else:
-        summary = run_grid(config, results_dir, filters=filters, force=args.force, fail_fast=args.exitfirst,
-                           remeasure=remeasure)
+        executor = LocalExecutor()
+    summary = run_grid(config, results_dir, executor=executor, filters=filters, force=args.force,
+                       fail_fast=args.exitfirst, remeasure=remeasure)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} already finished, {len(summary.busy)} busy in another "
           f"process, {len(summary.failed)} failed; results in {results_dir}")
     if summary.failed:

@@ -241,7 +241,34 @@ def load_config(path: "str | Path") -> BenchmarkConfig:
 
 def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None, path: Path | None = None,
                     duplicates: list | None = None) -> BenchmarkConfig:
+    """The config a raw YAML mapping describes, each section checked by its own function; every problem
+    found is reported at once (`_Errors`), with its file line."""
     errors = _Errors(name, lines or {})
+    _check_top_level(errors, raw, duplicates)
+    suite = _suite(errors, raw, path)
+    models = _models(errors, raw)
+    methods = _methods(errors, raw)
+    sparsities = _sparsities(errors, raw, methods)
+    calibration_dataset, nsamples, lengths, seeds = _calibration(errors, raw)
+    evaluation = _evaluation(errors, raw)
+    perplexity = _perplexity(errors, evaluation)
+    tasks = _tasks(errors, evaluation, models, methods)
+    metrics = _metrics(errors, evaluation.get("metrics") or [])
+    device, dtype, propagate, batch_size, resources = _machine(errors, raw, models)
+    for key in ("models", "methods", "sparsity"):
+        if key in raw and not _as_list(raw[key]):
+            errors.add((key,), "must not be empty.")
+    _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
+    for i, model in enumerate(models):
+        _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
+    errors.raise_if_any()
+    return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
+                           perplexity, tasks, _data_dir(evaluation, path), device, dtype, batch_size, propagate, path,
+                           resources, metrics)
+
+
+def _check_top_level(errors: _Errors, raw: Any, duplicates: list | None) -> None:
+    """Keys given twice, a top level that is not a mapping (fatal), unknown and missing keys."""
     for where, first, second in duplicates or []:
         errors.add(where, f"key '{where[-1]}' is given twice (lines {first} and {second}); keep one.")
     if not isinstance(raw, dict):
@@ -252,11 +279,18 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if required not in raw:
             errors.add((), f"missing required key '{required}'.")
 
+
+
+def _suite(errors: _Errors, raw: dict, path: Path | None) -> str:
     suite = str(raw.get("suite", path.stem if path else "benchmarks"))
     if not suite.strip() or suite in (".", "..") or any(sep in suite for sep in "/\\") or Path(suite).is_absolute():
         errors.add(("suite",), f"suite '{suite}' is not a plain name (it names results/<suite>); "
                    "use letters, digits, '-', '_' or '.', without '/' or '..'.")
+    return suite
 
+
+def _models(errors: _Errors, raw: dict) -> list[ModelSpec]:
+    """models: aliases, hub ids, local directories and GGUF files, each with its own resources and tasks."""
     model_aliases = registry.registered("register_models")
     models = []
     for where, entry in _entries(errors, raw.get("models", []), ("models",), "id", MODEL_KEYS,
@@ -284,7 +318,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         model_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
         models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources,
                                 tasks=model_tasks))
+    return models
 
+
+def _methods(errors: _Errors, raw: dict) -> list[MethodSpec]:
+    """methods: registered names (unstructured or structured), labels, arguments and allocations."""
     methods_registered = registry.registered("register_methods")
     structured_registered = registry.registered("register_structured_methods")
     methods, labels = [], set()
@@ -313,30 +351,40 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                 args = methods_registered[name].item.resolve_arguments(args)
             except UsageError as error:
                 errors.add(where + ("args",), str(error))
-        # A structured entry's `allocation:` was refused above: its allocation is one of its arguments.
-        allocation = (None if structured else entry.get("allocation")) or {"name": "uniform"}
-        if isinstance(allocation, str):
-            allocation = {"name": allocation}
-        if not isinstance(allocation, dict):
-            errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(allocation_names('unstructured'))}) "
-                       f"or a mapping with name and its settings, not {allocation!r}.")
-            allocation = {}
-        allocation_name = str(allocation.get("name", "uniform"))
-        try:
-            found = allocation_for(allocation_name, "unstructured", "a method entry's allocation")
-        except UsageError as error:
-            errors.add(where + ("allocation", "name"), str(error))
-            found = None
-        settings = {key: value for key, value in allocation.items() if key != "name"}
-        if found is not None:
-            try:  # OWL's settings are kept with their defaults filled in: its cells have always hashed them
-                settings = resolve_settings(found, settings) if settings or allocation_name == "owl" else {}
-            except UsageError as error:
-                errors.add(where + ("allocation",), str(error))
+        allocation_name, settings = _allocation(errors, where, None if structured else entry.get("allocation"))
         method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
         methods.append(MethodSpec(label, name, args, allocation_name, tuple(sorted(settings.items())),
                                   _restriction(entry), structured, method_tasks))
+    return methods
 
+
+def _allocation(errors: _Errors, where: tuple, allocation: Any) -> tuple[str, dict]:
+    """An unstructured entry's allocation: a registered name, or a mapping with name and its settings
+    (None: uniform; a structured entry's allocation is one of its arguments, so its caller passes None)."""
+    allocation = allocation or {"name": "uniform"}
+    if isinstance(allocation, str):
+        allocation = {"name": allocation}
+    if not isinstance(allocation, dict):
+        errors.add(where + ("allocation",), f"allocation must be a name ({', '.join(allocation_names('unstructured'))}) "
+                   f"or a mapping with name and its settings, not {allocation!r}.")
+        allocation = {}
+    allocation_name = str(allocation.get("name", "uniform"))
+    try:
+        found = allocation_for(allocation_name, "unstructured", "a method entry's allocation")
+    except UsageError as error:
+        errors.add(where + ("allocation", "name"), str(error))
+        found = None
+    settings = {key: value for key, value in allocation.items() if key != "name"}
+    if found is not None:
+        try:  # OWL's settings are kept with their defaults filled in: its cells have always hashed them
+            settings = resolve_settings(found, settings) if settings or allocation_name == "owl" else {}
+        except UsageError as error:
+            errors.add(where + ("allocation",), str(error))
+    return allocation_name, settings
+
+
+def _sparsities(errors: _Errors, raw: dict, methods: list[MethodSpec]) -> list[str]:
+    """sparsity: ratios and N:M patterns, none that a method's allocation or kind cannot take."""
     sparsities = []
     for i, value in enumerate(_as_list(raw.get("sparsity", []))):
         try:
@@ -356,7 +404,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
                            f"{{method: {method.method}, sparsity: [0.5]}}.")
         except UsageError as error:
             errors.add(("sparsity", i), str(error))
+    return sparsities
 
+
+def _calibration(errors: _Errors, raw: dict) -> tuple[str, int, list[int], list[int]]:
+    """calibration: (dataset, nsamples, lengths, seeds)."""
     calibration = raw.get("calibration") or {}
     if not isinstance(calibration, dict):
         errors.add(("calibration",), "must be a mapping with dataset, nsamples, lengths, seeds.")
@@ -379,12 +431,19 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         for i, value in enumerate(values):
             if value in values[:i]:
                 errors.add(("calibration", key, i), f"{value!r} is listed twice; list each value once.")
+    return calibration_dataset, nsamples, lengths, seeds
 
+
+def _evaluation(errors: _Errors, raw: dict) -> dict:
     evaluation = raw.get("evaluation") or {}
     if not isinstance(evaluation, dict):
         errors.add(("evaluation",), "must be a mapping with perplexity (and tasks).")
         evaluation = {}
     _unknown_keys(errors, evaluation, EVALUATION_KEYS, ("evaluation",))
+    return evaluation
+
+
+def _perplexity(errors: _Errors, evaluation: dict) -> list[PerplexitySpec]:
     perplexity = []
     for where, entry in _entries(errors, evaluation.get("perplexity", []), ("evaluation", "perplexity"), "dataset",
                                  PERPLEXITY_KEYS, "each perplexity evaluation is a dataset name or a mapping "
@@ -393,6 +452,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         _add_problem(errors, where + ("dataset",), dataset_problem(dataset))
         perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),
                                          _window_cap(errors, entry.get("max_windows"), where + ("max_windows",))))
+    return perplexity
+
+
+def _tasks(errors: _Errors, evaluation: dict, models: list[ModelSpec], methods: list[MethodSpec]) -> TaskSpec:
+    """evaluation.tasks: lm-eval task names and settings; model and method entries pick among the names."""
     tasks_raw = evaluation.get("tasks") or {}
     if isinstance(tasks_raw, list):
         tasks_raw = {"names": tasks_raw}
@@ -417,8 +481,11 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         for name in sorted(set(method.tasks or ()) - set(tasks.names)):
             errors.add(("methods", i, "tasks"), f"task '{name}' is not in evaluation.tasks.names "
                        f"({', '.join(tasks.names) or 'none'}); a method entry can only choose among them.")
-    metrics = _metrics(errors, evaluation.get("metrics") or [])
+    return tasks
 
+
+def _machine(errors: _Errors, raw: dict, models: list[ModelSpec]) -> tuple[str, str, str, int, Resources]:
+    """device, dtype, propagate, batch_size and Ray resources."""
     device = str(raw.get("device", "auto"))
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):  # torch.device("cudafoo") would fail only at run time
         errors.add(("device",), f"unknown device '{device}'; use auto, cpu or cuda[:N].")
@@ -434,18 +501,15 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     if propagate not in PROPAGATIONS:
         errors.add(("propagate",), f"unknown propagation '{propagate}'; use one of {', '.join(PROPAGATIONS)}.")
     batch_size = _positive_int(errors, raw.get("batch_size", 8), ("batch_size",))
-    for key in ("models", "methods", "sparsity"):
-        if key in raw and not _as_list(raw[key]):
-            errors.add((key,), "must not be empty.")
-    _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
-    for i, model in enumerate(models):
-        _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
-    errors.raise_if_any()
+    return device, dtype, propagate, batch_size, resources
+
+
+def _data_dir(evaluation: dict, path: Path | None) -> str | None:
+    """evaluation.data_dir, relative to the config file's folder when it exists there."""
     data_dir = evaluation.get("data_dir")
     if data_dir and path is not None and not Path(data_dir).is_absolute():
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
-    return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
-                           perplexity, tasks, data_dir, device, dtype, batch_size, propagate, path, resources, metrics)
+    return data_dir
 
 
 def _metrics(errors: _Errors, raw: Any) -> tuple:

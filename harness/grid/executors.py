@@ -1,5 +1,6 @@
 """The Ray executor: each grid cell a Ray task with the resources the config asks, run where Ray
-places it, while the driver claims, resumes and persists exactly as the local runner does.
+places it, while the driver (`prunebench.grid.runner.run_grid`) claims, resumes and persists exactly as
+for the local executor.
 
 The worker loads the model and the calibration tokens itself (nothing large crosses the network)
 and returns the measured part of the record (`prunebench.grid.runner.execute_cell`) with the provenance
@@ -10,26 +11,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from contextlib import ExitStack
-from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from ..api.errors import UsageError
 from ..models.walk import compute_device
-from ..store.results import ResultsStore
 from .cells import Cell, cell_provenance, content_hash
 from .config import BenchmarkConfig, Resources
 from .runner import (
-    RunSummary,
     SessionCache,
-    cell_plan,
     execute_cell,
     failed_fields,
-    finish_cell,
     merge_record,
-    record_header,
-    select_cells,
 )
 
 RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install 'prunebench[ray]'."
@@ -68,7 +59,6 @@ def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: d
     """What a Ray task runs: the cell in this worker, with the provenance and content hash it ran under."""
     import torch
 
-
     torch.set_num_threads(threads)  # the CPUs Ray reserved, not the node's core count
     device = compute_device(config.device, f"device {config.device} (on this Ray worker)",
                             "ask for one with resources: {gpus: 1}")
@@ -78,94 +68,65 @@ def run_cell_task(cell: Cell, config: BenchmarkConfig, threads: int, previous: d
                                    remeasure=remeasure)}
 
 
-def run_grid_ray(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None,
-                 force: bool = False, fail_fast: bool = False, progress: bool = True, echo=tqdm.write,
-                 address: str | None = None, remeasure: tuple[str, ...] = ()) -> RunSummary:
-    """`prunebench.grid.runner.run_grid` with the cells as Ray tasks: same records, resume, locks and summary.
+class RayExecutor:
+    """Each cell a Ray task with the resources the config asks; `run_grid` claims, resumes and persists
+    exactly as it does for the local executor.
 
     `address` is passed to `ray.init` (None: a Ray started here; "auto": the running cluster;
     "ray://host:port": a cluster through Ray Client). A Ray already initialised is used as it is.
     """
-    cells = select_cells(config, filters or {})
-    for model in {cell.model for cell in cells}:
-        if config.device.startswith("cuda") and not config.cell_resources(model).gpus:
-            raise UsageError(f"device {config.device} needs a GPU in every cell, but the cells of model '{model.label}' "
-                             "ask Ray for no GPU (Ray hides the GPUs a task did not ask for); set resources: {gpus: 1}.")
-    ray = import_ray()
-    store = ResultsStore(results_dir)
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise UsageError(f"Cannot reach the Ray cluster at {address or 'a new local Ray'} ({first}); "
-                             "start one with 'ray start --head' or give --address ray://host:port.") from None
-    task = ray.remote(run_cell_task)
-    environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
-    summary = RunSummary()
-    # --force reruns the records there when this run began, not one another runner writes meanwhile.
-    stamps = {cell.name: store.record_stamp(cell.name) for cell in cells}
-    deferred: list[Cell] = []  # held by another process: tried once more at the end, in case it died
-    pending: dict = {}  # ObjectRef -> (header, the ExitStack that holds the cell's lock)
-    bar = tqdm(total=len(cells), desc="cells", disable=not progress)
 
-    def submit(cell: Cell, last_try: bool) -> None:
+    def __init__(self, address: str | None = None):
+        self.address = address
+        self.pending: dict = {}  # ObjectRef -> (header, the record it extends, the ExitStack holding its claim)
+
+    def prepare(self, config: BenchmarkConfig, cells: list[Cell], progress: bool) -> None:
+        for model in {cell.model for cell in cells}:
+            if config.device.startswith("cuda") and not config.cell_resources(model).gpus:
+                raise UsageError(f"device {config.device} needs a GPU in every cell, but the cells of model "
+                                 f"'{model.label}' ask Ray for no GPU (Ray hides the GPUs a task did not ask for); "
+                                 "set resources: {gpus: 1}.")
+        self.ray = ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise UsageError(f"Cannot reach the Ray cluster at {self.address or 'a new local Ray'} ({first}); "
+                                 "start one with 'ray start --head' or give --address ray://host:port.") from None
+        self.task = ray.remote(run_cell_task)
+        self.environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
+
+    def provenance(self, cell: Cell, config: BenchmarkConfig) -> dict:
+        return expected_provenance(cell, config, config.cell_resources(cell.model))
+
+    def submit(self, cell, config, header, previous, remeasure, lock) -> None:
         resources = config.cell_resources(cell.model)
-        provenance = expected_provenance(cell, config, resources)
-        cell_hash = content_hash(cell, config, provenance)
-        lock = ExitStack()
-        # The driver holds every submitted cell's lock until its record is written, as `run_grid` does.
-        if not lock.enter_context(store.claim(cell.name)):
-            lock.close()
-            if last_try:
-                summary.busy.append(cell.name)
-                bar.update()
-            else:
-                deferred.append(cell)
-            return
-        header = record_header(cell, config, cell_hash, provenance)
-        action, previous, again = cell_plan(store, cell, header, force, stamps[cell.name], remeasure)
-        if action == "skip":
-            lock.close()
-            summary.skipped.append(cell.name)
-            bar.update()
-            return
         options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": resources.retries}
         if resources.memory_gb:
             options["memory"] = int(resources.memory_gb * 2**30)
-        if environment:
-            options["runtime_env"] = {"env_vars": environment}
-        reference = task.options(**options).remote(cell, config, resources.cpus, previous, again)
-        pending[reference] = (header, previous, lock)
+        if self.environment:
+            options["runtime_env"] = {"env_vars": self.environment}
+        reference = self.task.options(**options).remote(cell, config, resources.cpus, previous, remeasure)
+        self.pending[reference] = (header, previous, lock)
 
-    def drain() -> bool:
-        """Persist records as their tasks finish; True when -x stops the run."""
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            header, previous, lock = pending.pop(done[0])
+    def completed(self, wait: bool):
+        """Records as their tasks finish; only when asked to wait (cells are all submitted first)."""
+        while wait and self.pending:
+            done, _ = self.ray.wait(list(self.pending), num_returns=1)
+            header, previous, lock = self.pending.pop(done[0])
             try:
-                record = _record(ray, done[0], header, previous)
-                finish_cell(store, summary, record, echo, extended=previous is not None)
-            finally:
+                record = _record(self.ray, done[0], header, previous)
+            except BaseException:
                 lock.close()
-            bar.update()
-            if fail_fast and summary.failed and summary.failed[-1][0] == record["name"]:
-                return True
-        return False
+                raise
+            yield record, previous, lock
 
-    try:
-        for cell in cells:
-            submit(cell, last_try=False)
-        if not drain():
-            for cell in list(deferred):
-                submit(cell, last_try=True)
-            drain()
-    finally:
-        for reference, (_, _, lock) in pending.items():  # -x, an interrupt or a driver error: stop the rest
-            ray.cancel(reference, force=True)
+    def cancel(self) -> None:
+        for reference, (_, _, lock) in self.pending.items():
+            self.ray.cancel(reference, force=True)
             lock.close()
-        bar.close()
-    return summary
+        self.pending = {}
 
 
 def _record(ray, reference, header: dict, previous: dict | None = None) -> dict:

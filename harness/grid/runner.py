@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -334,46 +337,122 @@ def finish_cell(store: ResultsStore, summary: RunSummary, record: dict, echo, ex
         echo(f"{record['status']:>8}  {record['name']}  {_headline(record)}")
 
 
-def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, filters: dict | None = None, force: bool = False,
-             fail_fast: bool = False, progress: bool = True, echo=tqdm.write,
-             remeasure: tuple[str, ...] = ()) -> RunSummary:
-    """Run every selected cell not already finished with the same content hash; with `remeasure`
-    (timed metrics of the grid), also measure those again where a finished cell measured them on a
-    contended machine."""
-    store = ResultsStore(results_dir)
+class Executor(Protocol):
+    """Where a grid's cells run. `run_grid` claims each cell, plans it (skip, run or extend) and persists
+    its record; an executor only runs what it is given and hands back finished records."""
+
+    def prepare(self, config: BenchmarkConfig, cells: list[Cell], progress: bool) -> None:
+        """Check that the cells can run here (a device, a cluster) before any is claimed."""
+
+    def provenance(self, cell: Cell, config: BenchmarkConfig) -> dict:
+        """The provenance the cell will run under (it goes into its content hash)."""
+
+    def submit(self, cell: Cell, config: BenchmarkConfig, header: dict, previous: dict | None,
+               remeasure: tuple[str, ...], lock: ExitStack) -> None:
+        """Start the cell; `lock` holds its claim until `run_grid` has written its record."""
+
+    def completed(self, wait: bool) -> Iterator[tuple[dict, dict | None, ExitStack]]:
+        """(record, the record it extends or None, lock) of finished cells; with `wait`, every submitted one."""
+
+    def cancel(self) -> None:
+        """Stop what is still running and release its claims (-x, an interrupt, a driver error)."""
+
+
+class LocalExecutor:
+    """Cells one after another in this process, consecutive cells of a model sharing one load."""
+
+    def __init__(self) -> None:
+        self.sessions = SessionCache()
+        self.finished: list[tuple[dict, dict | None, ExitStack]] = []
+
+    def prepare(self, config: BenchmarkConfig, cells: list[Cell], progress: bool) -> None:
+        self.device = compute_device(config.device, f"device {config.device}", "set device: cpu or auto")
+        self.progress = progress
+
+    def provenance(self, cell: Cell, config: BenchmarkConfig) -> dict:
+        return cell_provenance(cell, config)
+
+    def submit(self, cell, config, header, previous, remeasure, lock) -> None:
+        result = execute_cell(cell, config, self.sessions, self.device, self.progress, previous=previous,
+                              remeasure=remeasure)
+        self.finished.append((merge_record(header, result, previous), previous, lock))
+
+    def completed(self, wait: bool):
+        finished, self.finished = self.finished, []
+        yield from finished
+
+    def cancel(self) -> None:
+        for _, _, lock in self.finished:
+            lock.close()
+        self.finished = []
+
+
+def run_grid(config: BenchmarkConfig, results_dir: "str | Path", *, executor: Executor | None = None,
+             filters: dict | None = None, force: bool = False, fail_fast: bool = False, progress: bool = True,
+             echo=tqdm.write, remeasure: tuple[str, ...] = ()) -> RunSummary:
+    """Run every selected cell not already finished with the same content hash, on `executor` (this
+    process by default; `prunebench.grid.executors.RayExecutor` for a cluster); with `remeasure` (timed
+    metrics of the grid), also measure those again where a finished cell measured them on a contended
+    machine. A cell another process holds is tried once more at the end, in case that process died."""
+    executor = executor if executor is not None else LocalExecutor()
     cells = select_cells(config, filters or {})
-    device = compute_device(config.device, f"device {config.device}", "set device: cpu or auto")
+    executor.prepare(config, cells, progress)
+    store = ResultsStore(results_dir)
     summary = RunSummary()
-    sessions = SessionCache()
     # --force reruns the records there when this run began, not one another runner writes meanwhile.
     stamps = {cell.name: store.record_stamp(cell.name) for cell in cells}
-    deferred: list[Cell] = []  # held by another process: tried once more at the end, in case it died
-    for cell in tqdm(_then_deferred(cells, deferred), total=len(cells), desc="cells", disable=not progress):
-        provenance = cell_provenance(cell, config)
+    deferred: list[Cell] = []
+    bar = tqdm(total=len(cells), desc="cells", disable=not progress)
+
+    def submit(cell: Cell, last_try: bool) -> None:
+        provenance = executor.provenance(cell, config)
         cell_hash = content_hash(cell, config, provenance)
-        with store.claim(cell.name) as claimed:
-            if not claimed:
-                if cell in deferred:
-                    summary.busy.append(cell.name)
-                else:
-                    deferred.append(cell)
-                continue
-            header = record_header(cell, config, cell_hash, provenance)
-            action, previous, again = cell_plan(store, cell, header, force, stamps[cell.name], remeasure)
-            if action == "skip":
-                summary.skipped.append(cell.name)
-                continue
-            result = execute_cell(cell, config, sessions, device, progress, previous=previous, remeasure=again)
-            finish_cell(store, summary, merge_record(header, result, previous), echo, extended=previous is not None)
-            if fail_fast and summary.failed and summary.failed[-1][0] == cell.name:
-                break
+        lock = ExitStack()
+        if not lock.enter_context(store.claim(cell.name)):
+            lock.close()
+            if last_try:
+                summary.busy.append(cell.name)
+                bar.update()
+            else:
+                deferred.append(cell)
+            return
+        header = record_header(cell, config, cell_hash, provenance)
+        action, previous, again = cell_plan(store, cell, header, force, stamps[cell.name], remeasure)
+        if action == "skip":
+            lock.close()
+            summary.skipped.append(cell.name)
+            bar.update()
+            return
+        try:
+            executor.submit(cell, config, header, previous, again, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def persist(wait: bool) -> bool:
+        """Write the records of finished cells; True when -x stops the run."""
+        for record, previous, lock in executor.completed(wait):
+            try:
+                finish_cell(store, summary, record, echo, extended=previous is not None)
+            finally:
+                lock.close()
+            bar.update()
+            if fail_fast and summary.failed and summary.failed[-1][0] == record["name"]:
+                return True
+        return False
+
+    try:
+        for last_try, batch in ((False, cells), (True, deferred)):
+            for cell in list(batch):
+                submit(cell, last_try)
+                if persist(wait=False):
+                    return summary
+            if persist(wait=True):
+                return summary
+    finally:
+        executor.cancel()
+        bar.close()
     return summary
-
-
-def _then_deferred(cells: list[Cell], deferred: list[Cell]):
-    """Every cell, then once more each cell deferred during the first pass."""
-    yield from cells
-    yield from list(deferred)
 
 
 def _cell_fields(cell: Cell, config: BenchmarkConfig) -> dict:
