@@ -1,4 +1,4 @@
-"""Magnitude pruning: score |W|, one threshold for the whole matrix (REFERENCE.md section 3)."""
+"""Magnitude pruning: score |W|, one threshold for the whole matrix (as Wanda's repository does)."""
 from __future__ import annotations
 
 from prunebench import PruningMethod, hookimpl, tied_at_cut

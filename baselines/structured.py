@@ -1,4 +1,4 @@
-"""Structured baselines (a plugin; REFERENCE.md section 6): magnitude of a group, Wanda-sp, FLAP with
+"""Structured baselines (a plugin): magnitude of a group, Wanda-sp, FLAP with
 bias compensation, LLM-Pruner's first-order Taylor importance, ShortGPT's block-influence layer removal."""
 from __future__ import annotations
 

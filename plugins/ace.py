@@ -1,4 +1,4 @@
-"""ACE (Mi et al. 2025): CosP, VarP and their product, as defined in REFERENCE.md section 3.
+"""ACE (Mi et al. 2025): CosP, VarP and their product, as the README's method table defines them.
 
 CosP: S = |W_ij| * ||X_j|| * f(L_ij), L_ij = W_ij * C_ij, C = mean_t a_t x_t^T / (||a_t||^2 + eps);
 f is |.| ("abs"), max(., 0) ("clamp") or the identity ("signed"); "abs-token" takes |.| of each

@@ -1,4 +1,4 @@
-"""CFSP (Wang et al., COLING 2025; REFERENCE.md section 6), a plugin: FFN channels pruned with a
+"""CFSP (Wang et al., COLING 2025), a plugin: FFN channels pruned with a
 coarse-to-fine activation score from one dense forward pass, no gradients.
 
 Coarse: layer importance = mean over calibration tokens of arccos(cos(h_in, h_out)) / pi (the

@@ -1,4 +1,4 @@
-"""SAAP (Zheng et al. 2024; REFERENCE.md section 6), a plugin: coupled heads and FFN channels scored
+"""SAAP (Zheng et al. 2024, arXiv 2412.15127), a plugin: coupled heads and FFN channels scored
 from LM-loss gradients, vector-wise |sum w g| and element-wise sum |w g|, fused with homoscedastic
 uncertainty weights; importance-ranked layer selection; optional LoRA recovery (peft), off by default.
 

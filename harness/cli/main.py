@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that read a grid or a results directory, by name.
+GRID_COMMANDS = {"run": commands.run_run, "validate": commands.run_validate, "status": commands.run_status,
+                 "report": commands.run_report, "browse": commands.run_browse}
+
+
 def _terminate(signum, frame):
     raise Terminated()
 
@@ -187,19 +192,16 @@ def _main(argv: list[str] | None) -> int:
         if getattr(args, "verbose", False):
             os.environ[VERBOSE_ENV] = "1"  # read where lm-eval runs: here, or in a Ray worker started after
         if args.command == "prune":
-
             args.dtype = args.dtype or default_dtype(args.device or "auto")
             run_prune(args, _method_args(args.arg))
         elif args.command == "list":
-
             run_list()
         elif args.command == "bench":
-            from .bench import run_bench
+            from .bench import run_bench  # torch: `prunebench --help` stays light
 
             run_bench(args)
-        elif args.command in ("run", "validate", "status", "report", "browse"):
-
-            return getattr(commands, f"run_{args.command}")(args)
+        else:
+            return GRID_COMMANDS[args.command](args)
         return 0
     except UsageError as error:
         print(f"prunebench: error: {error}", file=sys.stderr)

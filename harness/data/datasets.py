@@ -287,7 +287,7 @@ def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: 
 
 def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: int, seed: int = 0, *,
                        single_document: bool = False) -> torch.Tensor:
-    """Sample (nsamples, seqlen) windows exactly as Wanda/SparseGPT do (REFERENCE.md section 1).
+    """Sample (nsamples, seqlen) windows exactly as Wanda/SparseGPT do.
 
     Several documents (C4's loop): pick a random document, re-draw until it has more than seqlen
     tokens, take the window starting at randint(0, len - seqlen - 1). One continuous text

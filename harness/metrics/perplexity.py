@@ -1,4 +1,4 @@
-"""Perplexity (REFERENCE.md section 4) and measured sparsity of a model's prunable weights."""
+"""Perplexity (non-overlapping windows, as Wanda's and SparseGPT's code compute it) and measured sparsity of a model's prunable weights."""
 from __future__ import annotations
 
 import math

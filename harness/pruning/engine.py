@@ -1,4 +1,5 @@
-"""The sequential layer-by-layer pruning engine (REFERENCE.md section 2): orchestration only.
+"""The sequential layer-by-layer pruning engine (Wanda's and SparseGPT's layer-wise
+protocol: calibrate a layer, prune it, feed its outputs to the next): orchestration only.
 
 The layer walk is `prunebench.models.walk`, statistics collection `prunebench.pruning.accumulate`, layer-wise
 allocation a registered `prunebench.LayerAllocation` (uniform, OWL in `prunebench.pruning.owl`, or a

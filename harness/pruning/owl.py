@@ -1,5 +1,5 @@
 """OWL (Yin et al. 2024), a plugin: outlier-weighted layer sparsities for unstructured pruning,
-registered through the allocation hook (REFERENCE.md section 3)."""
+registered through the allocation hook."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -26,7 +26,7 @@ from .grouping import (
     table_notes,
 )
 
-# REFERENCE.md section 5: WikiText-2 perplexity (Wanda's code, 4096-token windows for LLaMA-2).
+# Published WikiText-2 perplexity (Wanda's code, 4096-token windows for LLaMA-2).
 PUBLISHED = {
     "llama-2-7b": {"dense": 5.12, ("magnitude", "0.5"): 14.89, ("sparsegpt", "0.5"): 6.51, ("wanda", "0.5"): 6.42,
                    ("magnitude", "4:8"): 16.48, ("sparsegpt", "4:8"): 8.12, ("wanda", "4:8"): 7.97,
