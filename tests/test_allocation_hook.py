@@ -70,7 +70,7 @@ def test_owl_is_an_allocation_with_settings_everywhere():
     """One spelling: the engine takes no owl_m/owl_lambda, prune's CLI reads --allocation owl:KEY=VALUE."""
     import inspect
 
-    from prunebench.cli.commands import parse_allocation_option
+    from prunebench.cli.prune import parse_allocation_option
     from prunebench.pruning.engine import prune
 
     assert not [p for p in inspect.signature(prune).parameters if p.startswith("owl")]

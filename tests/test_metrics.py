@@ -396,10 +396,3 @@ def test_prune_refuses_an_unknown_metric_or_setting_before_loading(option, messa
     assert main(PRUNE + ["--metric", option]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"--metric {option}: {message}" in error
-
-
-def test_prune_refuses_metrics_for_a_structured_method(capsys):
-    from prunebench.cli.main import main
-
-    assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.2", "--metric", "size"]) == 2
-    assert "--speed-repeats" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from ..metrics.zeroshot import (
     VERBOSE_ENV,  # light: lm-eval is imported only when tasks run
 )
 from . import commands
-from .commands import run_list, run_prune
+from .commands import run_list
+from .prune import run_prune
 
 
 class _Parser(argparse.ArgumentParser):
