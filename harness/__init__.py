@@ -6,6 +6,7 @@ and transformers load with the first call that needs them.
 """
 from __future__ import annotations
 
+from . import registry
 from .api import __version__
 from .api.allocation import LayerAllocation
 from .api.errors import UsageError
@@ -17,11 +18,18 @@ from .api.sources import ModelAlias, TextDataset
 from .api.sparsity import SparsityTarget, parse_sparsity
 from .api.structured import LayerEvidence, LayerScores, StructuredMethod, add_output_bias, group_sum, token_cosines
 from .api.tables import Cell, Table
-from .data.datasets import calibration_windows
+from .data.datasets import (
+    calibration_documents,
+    calibration_windows,
+    evaluation_text,
+    sample_calibration,
+    tokenize_text,
+)
 from .models.checkpoints import register_with_transformers as register_pruned_models
-from .models.loading import load_model
+from .models.loading import load_model, parse_dtype
 from .pruning.masks import tied_at_cut
 from .pruning.structured_allocation import Plan, mean_preserving_ratios
+from .store.results import ResultsStore
 
 
 def prune(model, method, sparsity, calibration, **method_args):
@@ -56,10 +64,100 @@ def prunable_linears(layer):
     return linears(layer)
 
 
+def on_device(module, device):
+    """A context manager: `module` on `device` for the block, then back where its parameters were."""
+    from .models.walk import on_device as moved  # torch loads here
+
+    return moved(module, device)
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    from .models.walk import module_bytes as count  # torch loads here
+
+    return count(module)
+
+
+def perplexity(model, token_ids, seqlen: int, max_windows: int | None = None, **options):
+    """Perplexity over non-overlapping windows of `token_ids`, as Wanda's and SparseGPT's code compute it;
+    a result with the per-window NLLs (`device`, `progress` pass through)."""
+    from .metrics.perplexity import perplexity as evaluate  # torch loads here
+
+    return evaluate(model, token_ids, seqlen, max_windows, **options)
+
+
+def perplexity_estimate(window_nlls, **options):
+    """Perplexity with its bootstrap interval from per-window mean NLLs (one run, or seeds x windows)."""
+    from .metrics.uncertainty import perplexity_estimate as estimate  # torch loads here
+
+    return estimate(window_nlls, **options)
+
+
+def perplexity_ratio(reference_nlls, method_nlls, **options):
+    """The perplexity ratio of a method to a reference on the same windows, with its paired interval."""
+    from .metrics.uncertainty import perplexity_ratio as ratio  # torch loads here
+
+    return ratio(reference_nlls, method_nlls, **options)
+
+
+def report_tables(records, reference: str | None = "wanda", **options):
+    """Every table of a report from a store's records, unrendered (what `prunebench report` writes)."""
+    from .report.tables import report_tables as tables  # torch and the report load here
+
+    return tables(records, reference, **options)
+
+
 __all__ = [
-    "Accumulator", "Cell", "DENSE", "FINISHED", "LayerAllocation", "LayerEvidence", "LayerScores", "LinearContext",
-    "Metric", "MetricContext", "ModelAlias", "PRUNED", "Plan", "PruningMethod", "REQUIRED", "RunningMean", "STRUCTURED",
-    "SparsityTarget", "Statistic", "StructuredMethod", "Table", "TextDataset", "UsageError", "Value", "__version__",
-    "add_output_bias", "calibration_windows", "decoder_layers", "group_sum", "hookimpl", "load_model", "mean_preserving_ratios", "parse_sparsity", "prunable_linears", "prune",
-    "register_pruned_models", "structured_prune", "tied_at_cut", "token_cosines",
+    "__version__",
+    "Accumulator",
+    "add_output_bias",
+    "calibration_documents",
+    "calibration_windows",
+    "Cell",
+    "decoder_layers",
+    "DENSE",
+    "evaluation_text",
+    "FINISHED",
+    "group_sum",
+    "hookimpl",
+    "LayerAllocation",
+    "LayerEvidence",
+    "LayerScores",
+    "LinearContext",
+    "load_model",
+    "mean_preserving_ratios",
+    "Metric",
+    "MetricContext",
+    "ModelAlias",
+    "module_bytes",
+    "on_device",
+    "parse_dtype",
+    "parse_sparsity",
+    "perplexity",
+    "perplexity_estimate",
+    "perplexity_ratio",
+    "Plan",
+    "prunable_linears",
+    "prune",
+    "PRUNED",
+    "PruningMethod",
+    "register_pruned_models",
+    "registry",
+    "report_tables",
+    "REQUIRED",
+    "ResultsStore",
+    "RunningMean",
+    "sample_calibration",
+    "SparsityTarget",
+    "Statistic",
+    "STRUCTURED",
+    "structured_prune",
+    "StructuredMethod",
+    "Table",
+    "TextDataset",
+    "tied_at_cut",
+    "token_cosines",
+    "tokenize_text",
+    "UsageError",
+    "Value",
 ]

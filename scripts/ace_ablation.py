@@ -82,9 +82,14 @@ def run(args: argparse.Namespace, out: Path) -> None:
     import prunebench
     import prunebench.plugins.ace
     import torch
-    from prunebench.data.datasets import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from prunebench.metrics.perplexity import perplexity
-    from prunebench.models.loading import load_model
+    from prunebench import (
+        calibration_documents,
+        evaluation_text,
+        load_model,
+        perplexity,
+        sample_calibration,
+        tokenize_text,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,7 +162,7 @@ def write_table(records_path: Path, out: Path, evaluation: dict) -> None:
     calibration sets). The 'all settings' column compares over all settings at once: each window's
     NLL averaged over the settings, so the ratio is the geometric mean of the settings' ratios.
     """
-    from prunebench.metrics.uncertainty import perplexity_estimate
+    from prunebench import perplexity_estimate
     from tabulate import tabulate
 
     everything = _read(records_path)
@@ -249,7 +254,7 @@ class _Runs:
 
     def ratio_cells(self, reference: str, name: str) -> list[str]:
         """One paired ratio per setting (on the seeds both have), then over all settings (seed 0)."""
-        from prunebench.metrics.uncertainty import perplexity_ratio
+        from prunebench import perplexity_ratio
 
         cells, pooled_reference, pooled_method = [], [], []
         for setting in self.settings:

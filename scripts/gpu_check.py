@@ -26,9 +26,7 @@ from pathlib import Path
 def prune_and_measure(model, tokenizer, method: str, sparsity: str, calibration, eval_ids, device, dtype,
                       eval_seqlen: int, eval_windows: int) -> dict:
     """Prune a copy of `model` in `dtype` on `device`; its masks (on the CPU), perplexity and costs."""
-    from prunebench.metrics.perplexity import perplexity
-    from prunebench.models.walk import decoder_layers, module_bytes, on_device
-    from prunebench.pruning.engine import prune
+    from prunebench import decoder_layers, module_bytes, on_device, perplexity, prune
 
     twin = copy.deepcopy(model).to(dtype)
     begin = time.perf_counter()
@@ -48,7 +46,7 @@ def prune_and_measure(model, tokenizer, method: str, sparsity: str, calibration,
 
 def linear_masks(model) -> dict:
     """Every prunable linear's pruned weights (True = zero) on the CPU, keyed "layer index.name"."""
-    from prunebench.models.walk import decoder_layers, prunable_linears
+    from prunebench import decoder_layers, prunable_linears
 
     return {f"{index}.{name}": (linear.weight == 0).cpu()
             for index, layer in enumerate(decoder_layers(model)) for name, linear in prunable_linears(layer).items()}
@@ -69,8 +67,7 @@ def layer_agreement(masks: dict, reference: dict) -> list[float]:
 
 def run_check(args) -> dict:
     import torch
-    from prunebench.data.datasets import calibration_windows, evaluation_text, tokenize_text
-    from prunebench.models.loading import load_model, parse_dtype
+    from prunebench import calibration_windows, evaluation_text, load_model, parse_dtype, tokenize_text
 
     device = torch.device(args.device)
     model, tokenizer = load_model(args.model, "float32")

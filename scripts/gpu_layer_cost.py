@@ -55,7 +55,7 @@ def shaped_model(shape: str, layers: int, dtype, build_device):
 
 def time_method(base, method: str, sparsity: str, calibration, device, batch_size: int) -> dict:
     import torch
-    from prunebench.pruning.engine import prune
+    from prunebench import prune
 
     model = copy.deepcopy(base)
     if device.type == "cuda":
@@ -127,8 +127,7 @@ def main() -> int:
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return 0
     import torch
-    from prunebench import registry
-    from prunebench.models.loading import parse_dtype
+    from prunebench import parse_dtype, registry
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_layer_cost: no CUDA device is visible; run it on a GPU machine (or --shape tiny --device cpu)",

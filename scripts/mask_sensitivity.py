@@ -23,8 +23,7 @@ from gpu_check import agreement, layer_agreement, linear_masks  # noqa: E402
 def pruned_masks(model, method: str, sparsity: str, calibration, eval_ids, threads: int, eval_seqlen: int,
                  eval_windows: int) -> tuple[dict, float]:
     import torch
-    from prunebench.metrics.perplexity import perplexity
-    from prunebench.pruning.engine import prune
+    from prunebench import perplexity, prune
 
     torch.set_num_threads(threads)
     twin = copy.deepcopy(model)
@@ -47,8 +46,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write mask-sensitivity.json here")
     args = parser.parse_args()
 
-    from prunebench.data.datasets import calibration_windows, evaluation_text, tokenize_text
-    from prunebench.models.loading import load_model
+    from prunebench import calibration_windows, evaluation_text, load_model, tokenize_text
 
     model, tokenizer = load_model(args.model, "float32")
     calibration = calibration_windows(tokenizer, args.dataset, args.nsamples, args.seqlen, 0, None)

@@ -24,8 +24,7 @@ MARKED = re.compile(r"(?P<open><!-- report (?P<results>\S+): (?P<title>.+?) -->\
 @functools.lru_cache(maxsize=None)
 def rendered(results: str) -> dict[str, str]:
     """{title: github Markdown} of every table `prunebench report` makes from ROOT/results."""
-    from prunebench.report.tables import report_tables
-    from prunebench.store.results import ResultsStore
+    from prunebench import ResultsStore, report_tables
 
     records = ResultsStore(ROOT / results).records()
     return {table.title: table.render("github").strip() + "\n" for table in report_tables(records)}

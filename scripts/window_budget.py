@@ -41,10 +41,16 @@ def main() -> None:
 def run_pilot(args) -> dict:
     import prunebench
     import torch
-    from prunebench.data.datasets import calibration_documents, evaluation_text, sample_calibration, tokenize_text
-    from prunebench.metrics.perplexity import perplexity
-    from prunebench.models.loading import load_model
-    from prunebench.models.walk import decoder_layers, prunable_linears
+    from prunebench import (
+        calibration_documents,
+        decoder_layers,
+        evaluation_text,
+        load_model,
+        perplexity,
+        prunable_linears,
+        sample_calibration,
+        tokenize_text,
+    )
 
     model, tokenizer = load_model(args.model)
     weights = [linear.weight for layer in decoder_layers(model) for linear in prunable_linears(layer).values()]
@@ -66,7 +72,7 @@ def run_pilot(args) -> dict:
 
 
 def print_table(pilot: dict) -> None:
-    from prunebench.metrics.uncertainty import perplexity_ratio
+    from prunebench import perplexity_ratio
 
     (reference, a), (method, b) = pilot["methods"].items()
     available = min(len(a["window_nlls"]), len(b["window_nlls"]))

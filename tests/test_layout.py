@@ -1,5 +1,5 @@
 """The house rules, checked: the layering (import-linter), no cycle hidden in a function, relative imports
-inside harness/, plugins that import only the public API, no side effects at import, small subpackages."""
+inside harness/, plugins and scripts that import only the public API, no side effects at import, small subpackages."""
 from __future__ import annotations
 
 import ast
@@ -103,8 +103,8 @@ def test_harness_imports_its_own_modules_relatively():
     assert not absolute, absolute
 
 
-@pytest.mark.parametrize("folder", ["plugins", "baselines"])
-def test_plugins_import_only_the_public_api(folder):
+@pytest.mark.parametrize("folder", ["plugins", "baselines", "scripts"])
+def test_plugins_and_scripts_import_only_the_public_api(folder):
     allowed = ("prunebench", "prunebench.plugins", "prunebench.baselines")
     wrong = []
     for path in (ROOT / folder).glob("*.py"):
