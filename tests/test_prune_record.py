@@ -18,3 +18,26 @@ def test_prune_records_provenance_and_metrics_for_both_kinds(method, tmp_path):
     assert provenance["calibration_data"]["dataset"] == "pydoc" and provenance["torch_threads"] >= 1
     size = record["metrics"]["size"]
     assert size and all(v is not None for v in size.values() if not isinstance(v, (dict, list)))
+
+
+def test_structured_prune_draws_the_calibration_windows_an_unstructured_run_draws(tmp_path, monkeypatch):
+    """A one-document corpus (text:PATH) gives Wanda's get_wikitext2 windows to both kinds (the structured
+    front end used to draw them as from a corpus of many documents)."""
+    import torch
+    from prunebench import calibration_windows, load_model
+    from prunebench.pruning import structured_engine
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(f"word{i % 97} sentence{i % 13}." for i in range(3000)))
+    seen = {}
+    real = structured_engine.structured_prune
+
+    def spy(model, method, sparsity, calibration, **kwargs):
+        seen["calibration"] = calibration.clone()
+        return real(model, method, sparsity, calibration, **kwargs)
+
+    monkeypatch.setattr(structured_engine, "structured_prune", spy)
+    assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.3", "--nsamples", "3",
+                 "--seqlen", "16", "--seed", "5", "--calib-dataset", f"text:{corpus}"]) == 0
+    _, tokenizer = load_model("tiny-llama")
+    assert torch.equal(seen["calibration"], calibration_windows(tokenizer, f"text:{corpus}", 3, 16, 5))

@@ -17,12 +17,10 @@ from ..api.metric import PRUNED, MetricContext, MetricSpec, check_settings
 from ..api.sparsity import parse_sparsity
 from ..api.tables import Cell, cell_parts
 from ..data.datasets import (
-    calibration_documents,
     calibration_windows,
     evaluation_text,
     evaluation_window_cap,
     resolve_dataset,
-    sample_calibration,
     tokenize_text,
 )
 from ..grid.config import model_facts
@@ -345,8 +343,8 @@ def run_structured_prune(args, method_args: dict, metric_specs: list = ()) -> di
     # An unreadable head layout or a budget that would empty a layer fails now, before any forward.
     check_budget(model, method, args.sparsity, arguments)
     model.to(device)
-    calibration = sample_calibration(tokenizer, calibration_documents(args.calib_dataset, args.data_dir),
-                                     args.nsamples, args.seqlen, args.seed)
+    # The windows an unstructured run and a grid cell draw (one-document corpora: Wanda's get_wikitext2).
+    calibration = calibration_windows(tokenizer, args.calib_dataset, args.nsamples, args.seqlen, args.seed, args.data_dir)
     eval_ids = tokenize_text(tokenizer, evaluation_text(args.eval_dataset, args.data_dir)) if args.eval_dataset else None
 
     def evaluate(which):
