@@ -108,7 +108,6 @@ def computed(record: dict) -> dict:
 @needs_ray
 def test_ray_records_equal_the_local_executors(tmp_path, start_ray, one_thread):
     from prunebench.grid.executors import RayExecutor
-    from prunebench.grid.runner import run_grid
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     local = quiet(run_grid, config, tmp_path / "local")
@@ -151,7 +150,6 @@ def test_failing_and_crashing_cells_are_isolated(tmp_path, install_plugin, start
 @needs_ray
 def test_interrupted_ray_run_resumes(tmp_path, start_ray):
     from prunebench.grid.executors import RayExecutor
-    from prunebench.grid.runner import run_grid
 
     config = load_config(grid(tmp_path, ["wanda", "magnitude"], lengths=(16, 32)))
     results = tmp_path / "results"
