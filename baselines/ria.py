@@ -9,7 +9,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def relative_importance(weight: torch.Tensor) -> torch.Tensor:
     """|W_ij| / sum_k |W_kj| + |W_ij| / sum_k |W_ik|: normalised over the column and over the row."""
     magnitude = weight.abs()

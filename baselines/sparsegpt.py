@@ -9,7 +9,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 class _RunningHessian(RunningMean):
     def fold(self, inputs, outputs):
         # SparseGPT's add_batch: H = (2/n) sum X X^T as a running mean over sequences, summed in

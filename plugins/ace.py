@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 SIGNS = ("abs", "clamp", "signed", "abs-token")
 READINGS = ("inverse", "variance")
 

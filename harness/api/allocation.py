@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .sparsity import SparsityTarget
 
+
 class LayerAllocation:
     """How a budget is spread over decoder layers, for the `tracks` it names.
 

@@ -184,8 +184,6 @@ def _same_kind(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-
-
 def value_of(entry: Any) -> tuple[float, float | None, float | None] | None:
     """(value, low, high) of a number or a {"value", "low", "high"} entry; None for anything else."""
     if isinstance(entry, bool):

@@ -29,7 +29,6 @@ class Comparison:
         return self.low > self.null or self.high < self.null
 
 
-
 BEST, TIED = "best", "tied"
 DAGGER = "†"
 CONTENDED, SIGNIFICANT = "contended", "significant"

@@ -50,7 +50,6 @@ def model_bytes(model) -> int:
 
 
 def run_bench(args) -> dict:
-
     target = parse_sparsity(args.sparsity)
     device = compute_device(args.device, f"--device {args.device}", "use --device cpu")
     model, tokenizer = load_model(args.model)

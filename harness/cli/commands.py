@@ -21,7 +21,6 @@ from ..store.results import ResultsStore, check_writable
 
 def run_list() -> None:
     """Print every registered method, statistic, dataset, model and metric with the plugin that gave it."""
-
     sections = [
         ("Methods", "register_methods",
          lambda m: [m.description, ", ".join(f"{k}={v}" for k, v in m.arguments.items()),
@@ -59,7 +58,6 @@ def _results_dir(config, given: str | None) -> Path:
 
 
 def run_validate(args) -> int:
-
     config = load_config(args.file)
     print(f"{args.file}: valid; suite '{config.suite}', {len(expand(config))} cells")
     return 0
@@ -101,7 +99,6 @@ def run_run(args) -> int:
 
 def _checked_remeasure(config, names: str | None) -> tuple[str, ...]:
     """`--remeasure` names: timed metrics the grid measures (re-measuring anything else changes nothing)."""
-
     if not names:
         return ()
     in_grid = {spec.name for spec in config.metrics}
@@ -118,7 +115,6 @@ def _checked_remeasure(config, names: str | None) -> tuple[str, ...]:
 
 
 def run_status(args) -> int:
-
     config = load_config(args.file)
     return _print_status(config, _results_dir(config, args.results_dir), _checked_filters(config, args.only))
 
@@ -188,5 +184,4 @@ def run_report(args) -> int:
 
 
 def run_browse(args) -> int:
-
     return serve(_given_results_dir(args), host=args.host, port=args.port, open_browser=args.open)

@@ -49,7 +49,6 @@ def _ppl(value: float | None) -> str:
 
 def run_prune(args, method_args: dict) -> dict:
     """Validate everything cheap first, then load, calibrate, evaluate, prune, evaluate, save."""
-
     from ..metrics.perplexity import perplexity
     from ..models.walk import compute_device, default_device, on_device
     from ..pruning.engine import check_n_m_fits, prune
@@ -222,7 +221,6 @@ def _run_metrics(specs: list, model, tokenizer, device, args, sparsity: str, met
     {metric name: its result}; `dense_model()` gives the dense copy the metrics that compare ask for."""
 
     def evaluation_tokens(dataset: str):
-
         if dataset == args.eval_dataset and eval_ids is not None:
             return eval_ids
         return tokenize_text(tokenizer, evaluation_text(dataset, args.data_dir))
@@ -292,7 +290,6 @@ def _print_summary(record: dict, report) -> None:
 
 def _metric_rows(metrics: dict) -> list[list[str]]:
     """A row per value of each --metric, as its metric declares it: label, value in its unit, range."""
-
     rows = []
     for name, result in metrics.items():
         for value, entry in registry.get_metric(name).record_values(result):
@@ -309,7 +306,6 @@ def _metric_rows(metrics: dict) -> list[list[str]]:
 
 def run_structured_prune(args, method_args: dict, metric_specs: list = ()) -> dict:
     """Validate cheap things first, then load, calibrate, evaluate dense, prune, evaluate, time, save."""
-
     from ..metrics.measurements import measure_speed, parameter_count
     from ..metrics.perplexity import perplexity
     from ..models.walk import compute_device

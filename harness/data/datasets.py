@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 DATA_DIR_ENV = "PRUNEBENCH_DATA_DIR"
 
 

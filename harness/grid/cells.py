@@ -72,7 +72,6 @@ class Cell:
 
 def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
     """evaluation.metrics as recorded: each metric's name, settings and plugin version."""
-
     return [{"name": m.name, "settings": m.settings, "version": get_metric(m.name).version} for m in config.metrics]
 
 
@@ -98,7 +97,6 @@ def expand(config: BenchmarkConfig) -> list[Cell]:
 def plugin_version(method_name: str | None) -> str:
     """Version of the distribution that provides a method (prunebench itself for built-ins)."""
     from importlib.metadata import PackageNotFoundError, packages_distributions, version
-
 
     if method_name is None:
         return __version__
@@ -126,7 +124,6 @@ def config_device(config: BenchmarkConfig):
 
 def cell_provenance(cell: Cell, config: BenchmarkConfig) -> dict:
     """What a cell's numbers depend on besides its config (`prunebench.grid.provenance.run_provenance`)."""
-
     return run_provenance(cell.method.method if cell.method else None, device=config_device(config),
                           batch_size=config.batch_size, calibration_dataset=cell.calibration_dataset,
                           evaluation_datasets=[spec.dataset for spec in config.perplexity], data_dir=config.data_dir)
@@ -137,7 +134,6 @@ def content_hash(cell: Cell, config: BenchmarkConfig, provenance: dict | None = 
     versions, and its provenance (numerics and method versions, libraries, threads, device, batch
     size, data files) without the git revision; `provenance` defaults to `cell_provenance`.
     `metrics=False` gives the base hash: the same without evaluation.metrics."""
-
     provenance = provenance if provenance is not None else cell_provenance(cell, config)
     payload = {"cell": cell.describe(config, metrics), "prunebench": __version__,
                "plugin": plugin_version(cell.method.method if cell.method else None),

@@ -114,7 +114,6 @@ class BenchmarkConfig:
     def metric_specs(self, model: ModelSpec | None = None, method: MethodSpec | None = None) -> list:
         """Every metric a cell (of `model` and `method`) runs: the perplexity and tasks shorthand first,
         then evaluation.metrics."""
-
         tasks = self.tasks if model is None else self.tasks_for(model, method)
         specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
         if tasks.names:
@@ -278,7 +277,6 @@ def _check_top_level(errors: _Errors, raw: Any, duplicates: list | None) -> None
     for required in ("models", "methods", "sparsity", "calibration"):
         if required not in raw:
             errors.add((), f"missing required key '{required}'.")
-
 
 
 def _suite(errors: _Errors, raw: dict, path: Path | None) -> str:
@@ -515,7 +513,6 @@ def _data_dir(evaluation: dict, path: Path | None) -> str | None:
 def _metrics(errors: _Errors, raw: Any) -> tuple:
     """evaluation.metrics: a list of metric names or mappings {name: ..., setting: value}, each checked
     against its registered metric (unknown names and settings get a did-you-mean)."""
-
     where = ("evaluation", "metrics")
     if not isinstance(raw, list):
         errors.add(where, f"metrics is a list of metric names or mappings with name and settings, not {raw!r}.")
@@ -678,7 +675,6 @@ def model_facts(source: str) -> dict | None:
     the tiny aliases build theirs, other aliases have config.json in the cache once converted, and
     local directories have their own. None when it cannot be read cheaply (hub ids, GGUF files)."""
     import json
-
 
     factories = {"tiny-llama": models.tiny_llama_config, "tiny-opt": models.tiny_opt_config}
     try:

@@ -48,7 +48,6 @@ def git_revision() -> str | None:
 
 
 def _data(spec: str | None, role: str, data_dir) -> dict | None:
-
     if spec is None:
         return None
     try:
@@ -64,7 +63,6 @@ def run_provenance(method: str | None, *, device: "torch.device | str", batch_si
     `method` is a registered method name (None for a dense run, which also has no batch size).
     """
     import torch
-
 
     method_version = None
     if method is not None:  # a structured method's plugin may declare no version

@@ -87,7 +87,6 @@ class _ModelSession:
     """One loaded model with its dense weights kept in memory, and token caches."""
 
     def __init__(self, cell: Cell, config: BenchmarkConfig):
-
         self.source = cell.model.source
         self.model, self.tokenizer = load_model(cell.model.source, config.dtype)
         # Only the prunable weights change; keep their dense values to restore between cells.
@@ -103,11 +102,9 @@ class _ModelSession:
 
     def dense_copy(self) -> torch.nn.Module:
         """A copy of the model with the dense weights (for metrics that compare pruned with dense)."""
-
         return dense_twin(self.model, self.dense)
 
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
-
         key = (cell.calibration_dataset, cell.nsamples, cell.seqlen, cell.seed)
         if key not in self.calibration:
             self.calibration[key] = calibration_windows(self.tokenizer, cell.calibration_dataset, cell.nsamples,
@@ -115,7 +112,6 @@ class _ModelSession:
         return self.calibration[key]
 
     def evaluation_tokens(self, dataset: str, config: BenchmarkConfig) -> torch.Tensor:
-
         if dataset not in self.evaluation:
             self.evaluation[dataset] = tokenize_text(self.tokenizer, evaluation_text(dataset, config.data_dir))
         return self.evaluation[dataset]
@@ -125,7 +121,6 @@ def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
               progress: bool, model: torch.nn.Module, specs: list | None = None) -> tuple[dict, bool]:
     """The cell's metrics on `model` (from the registry, as the grid names them, or `specs`): (record
     fields, diverged). The session's model is dense whenever `model` is a structured copy."""
-
     context = MetricContext(model=model, tokenizer=session.tokenizer, device=device, data_dir=config.data_dir,
                             progress=progress, cell_kind=DENSE if cell.method is None else PRUNED,
                             sparsity=cell.sparsity, method=cell.method_label, cell=cell.name,
@@ -139,7 +134,6 @@ def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, dev
                 progress: bool) -> tuple[dict, torch.nn.Module]:
     """Put the cell's model in place (dense weights, then the cell's pruning): the pruning part of its
     record, and the model to measure (the session's own, or a structured cell's pruned copy)."""
-
     lengths = {f"evaluation.perplexity[{i}].seqlen": spec.seqlen for i, spec in enumerate(config.perplexity)}
     if cell.method is not None:
         lengths["calibration length"] = cell.seqlen
@@ -195,7 +189,6 @@ def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, de
 def _check_reproduced(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
                       previous: dict, pruned: dict, model: torch.nn.Module) -> None:
     """Refuse to add metrics to a record whose model (`model`, pruned again) this run did not reproduce."""
-
     if pruned_layout(pruned) != pruned_layout(previous):
         what = "kept heads, channels or layers" if is_structured_record(pruned) else "per-layer sparsities"
         raise RuntimeError(f"re-pruning {cell.name} gave other {what} than its record; rerun the cell with --force.")
@@ -276,7 +269,6 @@ def extendable(record: dict | None, base_hash: str, force: bool) -> bool:
 
 def contended_measurements(record: dict, names: tuple[str, ...]) -> tuple[str, ...]:
     """Of the timed metrics `names`, those this record holds as measured on a contended machine."""
-
     return tuple(name for name in names if registry.get_metric(name).result_of(record) is not None
                  and measured_contended(record, name))
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from .config import BenchmarkConfig
 
 
-
 def is_structured_cell(cell: Cell) -> bool:
     return cell.method is not None and cell.method.structured
 

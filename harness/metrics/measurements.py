@@ -199,7 +199,6 @@ def sparse_copy(model: nn.Module, path: str) -> tuple[nn.Module, list[str]]:
     """A copy of `model` whose decoder linears run a sparse path: "csr" (CPU, torch sparse CSR) or
     "semi-structured" (CUDA, `to_sparse_semi_structured`; only linears that are 2:4 as stored).
     Returns the copy and the names of the linears left dense."""
-
     twin = copy.deepcopy(model)
     left_dense = []
     for index, layer in enumerate(decoder_layers(twin)):

@@ -24,7 +24,6 @@ class PerplexitySpec:
         return f"{self.dataset}-{self.seqlen}{cap}"
 
 
-
 class Perplexity(Metric):
     name = "perplexity"
     description = ("exp(mean over non-overlapping windows of the window's mean next-token NLL) of one dataset's "
@@ -72,7 +71,6 @@ class Perplexity(Metric):
     def diverged(self, result: dict) -> bool:
         return not all(math.isfinite(p["perplexity"]) for p in result.values())
 
-
     def summary(self, records: list[dict]) -> str:
         return f"perplexity evaluations: {', '.join(self._labels(records)) or 'none'}"
 
@@ -109,7 +107,6 @@ class Perplexity(Metric):
         return sorted({label for r in records for label in (r.get("perplexity") or {})})
 
 
-
 class ZeroShot(Metric):
     name = "zero-shot"
     description = "lm-eval tasks on the in-memory model: each task's acc (acc_norm, perplexity where it has them), " \
@@ -135,7 +132,6 @@ class ZeroShot(Metric):
         return problems
 
     def compute(self, context: MetricContext, names, num_fewshot, limit, batch_size, path, text_path) -> dict:
-
         if not names:
             return {}
         spec = TaskSpec(tuple(names), num_fewshot, limit, batch_size, path, text_path)
@@ -173,7 +169,6 @@ class ZeroShot(Metric):
                 values.append((Value(f"{task}.{name}", f"{task} {name}", better, "%" if accuracy else "",
                                      100.0 if accuracy else 1.0), (float(number), low, high)))
         return values
-
 
 
 @hookimpl

@@ -32,7 +32,6 @@ class TaskSpec:
     text_path: str | None = None  # the text behind prunebench_lastword_text
 
 
-
 def _set_lm_eval_logging() -> None:
     """lm-eval warns about things that are as prunebench means them (an in-memory model, few-shot
     defaults, task metadata): hidden unless --verbose. Its own handler is never installed (simple_evaluate

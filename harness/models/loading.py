@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 CACHE_ENV = "PRUNEBENCH_CACHE"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
@@ -265,7 +264,6 @@ def check_lengths_fit(context: int | None, name: str, lengths: dict[str, int]) -
 def parse_dtype(dtype: "torch.dtype | str") -> torch.dtype:
     """A torch dtype from one of DTYPES' names (a torch dtype passes through)."""
     import torch
-
 
     if isinstance(dtype, torch.dtype):
         return dtype

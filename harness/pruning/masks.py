@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 GROUPS = ("row", "layer")
 
 

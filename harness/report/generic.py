@@ -9,7 +9,6 @@ from .grouping import column_key, group_settings, seeds_of, spread
 
 def generic_tables(metric: Metric, records: list[dict]) -> list:
     """One table per model: a row per setting (dense first, then method, sparsity, L), a column per value."""
-
     settings = {s: [r for r in runs if metric.result_of(r)] for s, runs in group_settings(records).items()}
     settings = {s: runs for s, runs in settings.items() if runs}
     tables = []
@@ -46,7 +45,6 @@ def metric_cell(metric: Metric, value: Value, runs: list[dict]):
     The mean, with the range from the lowest low to the highest high of the seeds' own ranges (a
     value without one counts as its own; a one-point range is not shown); a timed metric measured
     on a loaded machine is flagged."""
-
     found = [value_of((metric.result_of(r) or {}).get(value.key)) for r in runs]
     if not found or any(f is None for f in found):
         return ""

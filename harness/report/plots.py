@@ -121,7 +121,6 @@ def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -148,7 +147,6 @@ def write_plots(records: list[dict], out: "str | Path", resamples: int = RESAMPL
 
 def plot_kinds() -> dict[str, str]:
     """What each figure shows, by the start of its file name (before the first "_")."""
-
     kinds = {}
     metrics = registered_metrics()
     for metric in (m for m in metrics if m.plot_prefix):
@@ -179,7 +177,6 @@ def pareto_front(points: list[tuple[float, float]], x_higher_better: bool, y_hig
 def _efficiency_values(records: list[dict], metric, value) -> dict:
     """{(model, method, sparsity, seqlen): (mean over seeds of the metric's value, lowest low, highest
     high)}: the range covers every seed's own range (a speed's spread over repeats), finished cells only."""
-
     found = defaultdict(list)
     for record in records:
         result = metric.result_of(record) if record.get("status") in ("ok", "diverged") else None
@@ -254,7 +251,6 @@ def _against_efficiency(plt, metric, model, label, points, dense, dense_x, effic
 def _structured_plots(plt, metric, cells: dict, records: list[dict], style: dict, out: Path) -> list[Path]:
     """Per model and evaluation: the metric against parameters kept, and against the speed metric's
     prefill speedup where it ran; one marker per method, each point labelled with its sparsity."""
-
     speed = registry.registered("register_metrics").get("speed")
     speedup = speed.item.pareto_value if speed is not None else None
     kept = _setting_values(records, lambda r: (parameters_kept(r), None, None) if r.get(STRUCTURED) else None)
@@ -279,7 +275,6 @@ def _structured_plots(plt, metric, cells: dict, records: list[dict], style: dict
 
 
 def _value_entry(metric, value, record: dict) -> tuple | None:
-
     return value_of((metric.result_of(record) or {}).get(value.key))
 
 

@@ -42,6 +42,7 @@ PUBLISHED = {
                         ("ria", "0.5"): 9.34, ("wanda", "2:4"): 24.18, ("sparsegpt", "2:4"): 16.26, ("ria", "2:4"): 23.08},
 }
 
+
 def published_for(model_source: str) -> dict | None:
     """Published numbers whose model matches the source's last path part, e.g. meta-llama/Llama-2-7b-hf."""
     name = model_source.rstrip("/").split("/")[-1].lower().removesuffix("-hf")

@@ -60,7 +60,6 @@ def _write(path: Path, text: str) -> Path:
 
 def _write_plots(records: list[dict], folder: Path, resamples: int) -> list[Path]:
     """The report's figures, SVG only (the PNGs are for Markdown readers)."""
-
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         drawn = sorted(p for p in write_plots(records, scratch, resamples) if p.suffix == ".svg")
@@ -128,7 +127,6 @@ def _guide() -> str:
 
 
 def _figures(plots: list[str]) -> str:
-
     kinds = plot_kinds()
     figures = []
     for name in plots:

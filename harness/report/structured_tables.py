@@ -30,7 +30,6 @@ def structured_tables(records: list[dict], resamples: int) -> list[Table]:
 
 
 def _model_table(model: str, settings: dict, resamples: int) -> Table:
-
     pruned = sorted((s for s in settings if s[1] != DENSE),
                     key=lambda s: (parse_sparsity(s[2]).ratio, s[3] or 0, s[1]))
     ordered = [s for s in settings if s[1] == DENSE] + pruned

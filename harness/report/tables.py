@@ -132,7 +132,6 @@ def report_tables(records: list[dict], reference: str | None = REFERENCE, *, res
     """Every table of a report, unrendered (cells keep their marks): each registered metric's tables in
     registration order, then pruning time, for the unstructured cells; then the structured cells' own
     tables, so that no ranking mixes the two. The HTML report renders these same objects."""
-
     unstructured = unstructured_records(records)
     tables = []
     if any(r["cell"]["method"] != "dense" for r in unstructured) or len(unstructured) == len(records):

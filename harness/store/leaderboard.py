@@ -73,7 +73,6 @@ def metric_columns(records: list[dict], reserved: "set[str] | frozenset[str]" = 
 def record_kind(record: dict) -> str:
     """dense for the baseline, structured for a cell whose method removes whole heads, channels or layers
     (its record says so; a failed one has only its method to go by), else unstructured."""
-
     cell = record.get("cell") or {}
     if cell.get("method") == DENSE:
         return DENSE

@@ -320,7 +320,6 @@ class ResultsStore:
     def _upsert(self, db: sqlite3.Connection, record: dict) -> None:
         """Insert or replace the record's row; a record with a metric value the table has no column for
         yet has the table rebuilt from every record (the record is on disk before its row is written)."""
-
         db.execute("BEGIN IMMEDIATE")  # the table's shape is read and used in one transaction
         values = {name: number for name, (_, number) in record_columns(record, RESERVED).items()}
         if not set(values) | set(CELL_COLUMNS) <= set(_table_columns(db)):  # a new metric, or an older table
@@ -330,7 +329,6 @@ class ResultsStore:
 
     def _rebuild(self, db: sqlite3.Connection, records: list[dict]) -> None:
         """The table made anew from the records: a column per metric value they hold."""
-
         _create_table(db, list(metric_columns(records, RESERVED).values()))
         for record in records:
             record = _finite_or_none(record)
@@ -340,7 +338,6 @@ class ResultsStore:
         """Make the leaderboard agree with the records (after a crash between the two writes, a deleted
         cell directory or a quarantined record), and its columns with the registered metrics (a metric
         plugin installed or removed, a table written by an older prunebench)."""
-
         self._prepare()
         try:
             with self._database() as db:
@@ -381,7 +378,6 @@ def _table_columns(db: sqlite3.Connection) -> list[str]:
 def _create_table(db: sqlite3.Connection, metric_columns: list) -> None:
     """(Re)create the table with the cell columns, one REAL column per metric value, then the record;
     and the view of the metric values (`prunebench.store.leaderboard.view_sql`)."""
-
     db.execute(f"DROP VIEW IF EXISTS {VIEW}")
     db.execute(f"DROP TABLE IF EXISTS {TABLE}")
     columns = [f"{name} {kind}" for name, kind in CELL_COLUMNS.items()]
@@ -391,7 +387,6 @@ def _create_table(db: sqlite3.Connection, metric_columns: list) -> None:
 
 
 def _insert(db: sqlite3.Connection, record: dict, metric_values: dict) -> None:
-
     cell = record.get("cell", {})
     row = {"name": record["name"], "hash": record.get("hash"), "suite": cell.get("suite"), "model": cell.get("model"),
            "method": cell.get("method"), "kind": record_kind(record), "sparsity": cell.get("sparsity"),

@@ -51,7 +51,6 @@ def _paragraphs(source: str, data_dir: str | None, text_path: str | None) -> lis
         raise ValueError("prunebench_lastword_text needs a text file: set tasks_text_path / PRUNEBENCH_LASTWORD_TEXT")
     from pathlib import Path
 
-
     # A file that is not UTF-8 is named with its byte offset, as every other corpus is.
     return [p for p in read_utf8(Path(path).expanduser()).replace("\r\n", "\n").split("\n") if p.strip()]
 
