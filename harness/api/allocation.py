@@ -1,5 +1,5 @@
 """What the register_allocations hook registers: a layer allocation, which spreads a pruning budget
-over the decoder layers, and its lookup by the track it serves.
+over the decoder layers, and how its tracks and settings are read (the registry looks it up by track).
 
 Two tracks share the hook. Unstructured pruning asks for one sparsity per decoder layer, from the
 model and calibration data (uniform, OWL); structured pruning asks how many heads and FFN channels

@@ -86,7 +86,8 @@ class Metric:
 
     def plot_cells(self, records: list[dict], resamples: int) -> dict | None:
         """{(model, label): {method: {(sparsity, L): Cell}}} for the plots against length, sparsity and
-        pruning time (the dense baseline as method "dense" at (None, None)); None: not plotted."""
+        pruning time (the dense baseline as method "dense" at (None, None)); None: those of its
+        `table_style` ("perplexity" plots the per-window perplexities), else not plotted."""
         return None
 
     def axis_label(self, label: str) -> str:

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from .. import registry
 from ..api import __version__
 from ..api.records import DENSE
-from ..registry.manager import get_metric
 from ..store.results import safe_name
 from .config import BenchmarkConfig, MethodSpec, ModelSpec
 from .provenance import hashed_provenance, run_provenance
@@ -72,7 +71,7 @@ class Cell:
 
 def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
     """evaluation.metrics as recorded: each metric's name, settings and plugin version."""
-    return [{"name": m.name, "settings": m.settings, "version": get_metric(m.name).version} for m in config.metrics]
+    return [{"name": m.name, "settings": m.settings, "version": registry.get_metric(m.name).version} for m in config.metrics]
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:

@@ -7,6 +7,8 @@ import copy
 from typing import TYPE_CHECKING
 
 from ..api.records import STRUCTURED, TOP_LEVEL
+from ..models.walk import on_device
+from ..pruning.structured_engine import structured_prune
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +27,6 @@ def prune_structured_copy(cell: Cell, session, config: BenchmarkConfig, device: 
     """A pruned copy of the session's dense model and the pruning part of the cell's record: its timings
     and memory, and under "structured" the report (parameters before and after, removed fraction of the
     prunable parameters, kept heads and channels per layer, removed layers, layer importances)."""
-    from ..models.walk import on_device
-    from ..pruning.structured_engine import structured_prune
-
     session.restore_dense()  # the last cell may have been an unstructured one, pruned in place
     model = copy.deepcopy(session.model)
     calibration = session.calibration_tokens(cell, config)

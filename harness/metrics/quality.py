@@ -1,6 +1,6 @@
 """Built-in quality metrics: perplexity per evaluation dataset (per-window NLLs kept for bootstrap
-intervals and paired ratios) and lm-eval zero-shot accuracy (per-item correctness kept), with the
-report tables each shows (`prunebench.report.quality_tables`, loaded only by the report)."""
+intervals and paired ratios) and lm-eval zero-shot accuracy (per-item correctness kept). Each names
+its `table_style`; the report's `quality_tables` build those tables, so a metric imports nothing of the report."""
 from __future__ import annotations
 
 import math
