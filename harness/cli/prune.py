@@ -78,12 +78,8 @@ def run_prune(args, method_args: dict) -> dict:
     allocation, allocation_settings = parse_allocation_option(args.allocation)  # a typo: refused before loading
     if target.is_n_m and allocation != "uniform":
         raise UsageError(f"--allocation {args.allocation} needs a sparsity ratio, not N:M {target}; use --allocation uniform.")
-    resolve_dataset(args.calib_dataset)
-    if args.eval_dataset:
-        resolve_dataset(args.eval_dataset)
+    _resolve_datasets(args)
     dtype = parse_dtype(args.dtype)
-    if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
-        raise UsageError(f"--save {args.save} is a file; give a directory path.")
     device = compute_device(args.device, f"--device {args.device}", "use --device cpu") if args.device else None
     _note_if_nothing_is_kept(args)  # after the cheap checks (a typo gets its error alone), before the work
 
@@ -244,6 +240,14 @@ def _provenance(args, method: str, device) -> dict:
                           evaluation_datasets=[args.eval_dataset] if args.eval_dataset else [], data_dir=args.data_dir)
 
 
+def _resolve_datasets(args) -> None:
+    """An unknown calibration or evaluation dataset is refused before any loading (a bad --save path
+    already was, by `check_writable`)."""
+    resolve_dataset(args.calib_dataset)
+    if args.eval_dataset:
+        resolve_dataset(args.eval_dataset)
+
+
 def _note_if_nothing_is_kept(args) -> None:
     if not (args.eval_dataset or args.tasks or args.metric or args.save or args.json):
         print("note: no --eval-dataset, --tasks, --save or --json: the pruned model will be neither "
@@ -325,11 +329,7 @@ def run_structured_prune(args, method_args: dict, metric_specs: list = ()) -> di
     if args.allocation != "uniform":
         raise UsageError(f"--allocation is for unstructured methods; give '{method.name}' --arg allocation=NAME "
                          f"({', '.join(allocation_names('structured'))}).")
-    resolve_dataset(args.calib_dataset)
-    if args.eval_dataset:
-        resolve_dataset(args.eval_dataset)
-    if args.save and Path(args.save).exists() and not Path(args.save).is_dir():
-        raise UsageError(f"--save {args.save} is a file; give a directory path.")
+    _resolve_datasets(args)
     device = compute_device(args.device, f"--device {args.device}", "use --device cpu")
 
     model, tokenizer = load_model(args.model, parse_dtype(args.dtype))
