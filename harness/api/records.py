@@ -43,10 +43,15 @@ def parameters_kept(record: dict) -> float | None:
     return after / before if before and after is not None else None
 
 
+def run_contended(record: dict) -> bool:
+    """Whether the cell's own run (its pruning and first metrics) shared the machine with other work."""
+    return bool(record.get("contended", (record.get("load") or {}).get("contended", False)))
+
+
 def measured_contended(record: dict, metric_name: str) -> bool:
     """Whether the run that measured this metric of the record shared the machine with other work:
     the extension that added the metric, else the cell's own run."""
     for extension in reversed(record.get("extensions") or []):
         if metric_name in extension.get("metrics", []):
             return bool((extension.get("load") or {}).get("contended", False))
-    return bool(record.get("contended", (record.get("load") or {}).get("contended", False)))
+    return run_contended(record)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import registry
 from ..api.errors import UsageError
 from ..api.metric import DENSE, PRUNED, MetricContext
-from ..api.records import is_structured_record, measured_contended, pruned_layout
+from ..api.records import is_finished, is_structured_record, measured_contended, pruned_layout
 from ..data.datasets import calibration_windows, evaluation_text, tokenize_text
 from ..metrics.machine_load import load_record, sample_load
 from ..metrics.perplexity import measured_sparsity, perplexity
@@ -262,7 +262,7 @@ def extendable(record: dict | None, base_hash: str, force: bool) -> bool:
     """Whether a stored record can gain the grid's new metrics instead of a rerun: it finished, and
     everything but evaluation.metrics is as it was (its base hash; a record from before base hashes
     were kept carries it as its hash when its grid named no metrics)."""
-    if force or record is None or record.get("status") not in ("ok", "diverged"):
+    if force or not is_finished(record):
         return False
     return record.get("base_hash", record.get("hash")) == base_hash
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from .. import registry
 from ..api.metric import value_of
-from ..api.records import STRUCTURED, is_structured_record, parameters_kept, unstructured_records
+from ..api.records import (
+    STRUCTURED,
+    is_finished,
+    is_structured_record,
+    parameters_kept,
+    run_contended,
+    unstructured_records,
+)
 from ..api.sparsity import parse_sparsity
 from ..metrics.run import registered_metrics
 from ..metrics.uncertainty import RESAMPLES
@@ -179,7 +186,7 @@ def _efficiency_values(records: list[dict], metric, value) -> dict:
     high)}: the range covers every seed's own range (a speed's spread over repeats), finished cells only."""
     found = defaultdict(list)
     for record in records:
-        result = metric.result_of(record) if record.get("status") in ("ok", "diverged") else None
+        result = metric.result_of(record) if is_finished(record) else None
         entry = value_of((result or {}).get(value.key))
         if entry is not None:
             cell = record["cell"]
@@ -283,7 +290,7 @@ def _setting_values(records: list[dict], read) -> dict:
     a (value, low, high) or None, over finished records."""
     found = defaultdict(list)
     for record in records:
-        entry = read(record) if record.get("status") in ("ok", "diverged") else None
+        entry = read(record) if is_finished(record) else None
         if entry is not None and entry[0] is not None:
             cell = record["cell"]
             found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry)
@@ -354,11 +361,10 @@ def _times(records: list[dict]) -> dict:
     """{(model, method, sparsity, seqlen): (mean total seconds over seeds, any seed contended)}."""
     found = defaultdict(list)
     for record in records:
-        if record.get("status") in ("ok", "diverged") and "timings" in record:
-            cell, load = record["cell"], record.get("load") or {}
-            contended = bool(record.get("contended", load.get("contended", False)))
+        if is_finished(record) and "timings" in record:
+            cell = record["cell"]
             found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(
-                (record["timings"]["total"], contended))
+                (record["timings"]["total"], run_contended(record)))
     return {k: (sum(t for t, _ in v) / len(v), any(c for _, c in v)) for k, v in found.items()}
 
 

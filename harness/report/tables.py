@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..api.errors import UsageError
 from ..api.metric import Metric
-from ..api.records import unstructured_records
+from ..api.records import run_contended, unstructured_records
 from ..api.tables import BEST, CONTENDED, DAGGER, Cell, Table, latex_text
 from ..metrics.run import registered_metrics
 from ..metrics.uncertainty import RESAMPLES
@@ -43,11 +43,6 @@ TIMING_PARTS = (("calibration_forward", "calibration forward"), ("score_mask", "
                 ("weight_update", "weight update"))
 
 
-def _contended(record: dict) -> bool:
-    load = record.get("load") or {}
-    return bool(record.get("contended", load.get("contended", False)))
-
-
 def _load_text(runs: list[dict], key: str, percent: bool) -> str:
     """`start→end` of one load reading per seed, e.g. `0.8→3.1`, or "" when not recorded."""
     shown = []
@@ -70,7 +65,7 @@ def _timing_tables(records: list[dict]) -> list[Table]:
         if any(v is None for v in values):
             return ""
         value, std = spread(values)
-        return Cell(value, std, seeds=seeds_of(runs), flag=CONTENDED if any(map(_contended, runs)) else "")
+        return Cell(value, std, seeds=seeds_of(runs), flag=CONTENDED if any(map(run_contended, runs)) else "")
 
     # Totals: methods by settings; the fastest uncontended cell of a column is bold.
     methods = sorted({(s[0], s[1]) for s in timed})
