@@ -19,9 +19,12 @@ def test_prune_on_a_tiny_model_prints_and_saves(tmp_path, capsys):
     assert code == 0
     assert "pruned perplexity" in out
     assert re.search(r"measured sparsity\s+0.5000 ", out)
-    record = json.loads(report.read_text())
-    assert record["sparsity"] == "2:4" and record["evaluation"]["windows"] == 3
-    assert record["evaluation"]["pruned_perplexity"] > 1
+    output = json.loads(report.read_text())  # the grid's records: the dense cell and the pruned cell
+    record, dense = output["pruned"], output["dense"]
+    assert record["cell"]["sparsity"] == "2:4" and record["status"] == "ok" and record["hash"]
+    evaluation = record["perplexity"]["pydoc-64x3"]
+    assert evaluation["windows"] == 3 and evaluation["perplexity"] > dense["perplexity"]["pydoc-64x3"]["perplexity"] > 1
+    assert record["measured_sparsity"]["overall"] == 0.5 and dense["cell"]["method"] == "dense"
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(saved)

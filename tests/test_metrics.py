@@ -368,7 +368,7 @@ def test_prune_measures_named_metrics_of_one_pruned_model(install_plugin, tmp_pa
     assert main(PRUNE + ["--metric", "size", "--metric", "zero-share", "--metric", "memory:seqlen=16,csr=false",
                          "--metric", speed, "--json", str(tmp_path / "prune.json")]) == 0
     out = capsys.readouterr().out
-    metrics = json.loads((tmp_path / "prune.json").read_text())["metrics"]
+    metrics = json.loads((tmp_path / "prune.json").read_text())["pruned"]["metrics"]
     assert list(metrics) == ["size", "zero-share", "memory", "speed"]
     # Known answer: magnitude at 50% per layer zeroes exactly half of the decoder linears' weights.
     assert metrics["zero-share"] == {"zero_share": 0.5}

@@ -104,12 +104,15 @@ def test_prune_json_records_the_same_provenance_as_grid_cells(tmp_path, data):
                  "--data-dir", str(data), "--eval-seqlen", "32", "--eval-windows", "2", "--batch-size", "8",
                  "--device", "cpu", "--no-dense-eval", "--json", str(report)])
     assert code == 0
-    recorded = json.loads(report.read_text())["provenance"]
+    output = json.loads(report.read_text())
+    assert output["dense"] is None  # --no-dense-eval: no dense cell ran
+    recorded = output["pruned"]["provenance"]
     cell = next(c for c in expand(config_for(tmp_path, data)) if c.method is not None)
     from prunebench.grid.cells import cell_provenance
 
     assert recorded == json.loads(json.dumps(cell_provenance(cell, config_for(tmp_path, data))))
-    assert json.loads(report.read_text())["report"]["diagnostics"]["tied_at_cut"]["total"] > 0
+    assert output["pruned"]["diagnostics"]["tied_at_cut"]["total"] > 0
+    assert output["pruned"]["hash"] == content_hash(cell, config_for(tmp_path, data))  # the grid's own cell
 
 
 # --- machine load -----------------------------------------------------------------------------------

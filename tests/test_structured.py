@@ -284,11 +284,12 @@ def test_cli_prunes_saves_and_lists(tmp_path, capsys):
 
     assert main(["prune", "--model", "tiny-llama", "--method", "cfsp", "--sparsity", "0.3", "--nsamples", "2",
                  "--seqlen", "16", "--save", str(tmp_path / "model"), "--json", str(tmp_path / "r.json")]) == 0
-    record = json.loads((tmp_path / "r.json").read_text())
-    assert record["parameters"]["pruned"] < record["parameters"]["dense"] and record["saved"]["bytes"] > 0
+    output = json.loads((tmp_path / "r.json").read_text())
+    details = output["pruned"]["structured"]
+    assert details["parameters_after"] < details["parameters_before"] and output["saved"]["bytes"] > 0
     register_pruned_models()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
-    assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]["pruned"]
+    assert sum(p.numel() for p in reloaded.parameters()) == details["parameters_after"]
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in METHODS) and "cfsp-sigmoid" in listing
@@ -461,7 +462,7 @@ def test_cli_propagate_for_structured_methods(capsys, tmp_path):
     for given, expected in ((["--propagate", "pruned"], "pruned"), ([], "dense")):
         assert main(["prune", "--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.3", *given,
                      "--nsamples", "2", "--seqlen", "16", "--json", str(tmp_path / "r.json")]) == 0
-        assert json.loads((tmp_path / "r.json").read_text())["report"]["propagate"].startswith(expected)
+        assert json.loads((tmp_path / "r.json").read_text())["pruned"]["structured"]["propagate"].startswith(expected)
 
 
 def test_speed_is_measured_interleaved_with_paired_ratios():

@@ -96,6 +96,6 @@ def test_prune_cli_accepts_tasks(tmp_path, corpus, capsys, monkeypatch):
     code = main(["prune", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "16", "--tasks", TASK,
                  "--limit", "3", "--tasks-batch-size", "3", "--json", str(report)])
     assert code == 0
-    record = json.loads(report.read_text())
-    assert record["tasks"]["pruned"][TASK]["samples"] == 3
+    output = json.loads(report.read_text())
+    assert output["pruned"]["tasks"][TASK]["samples"] == 3 and output["dense"]["tasks"][TASK]["samples"] == 3
     assert "pruned " + TASK in capsys.readouterr().out

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--save", default=None, metavar="DIR", help="save the pruned model here")
     prune.add_argument("--json", default=None, metavar="FILE", help="write the full report as JSON")
     prune.add_argument("--speed-repeats", type=int, default=0, metavar="N",
-                       help="structured methods: time prefill/decode against dense, N interleaved repeats")
+                       help="the same as --metric speed:repeats=N: prefill/decode against dense, N interleaved repeats")
     prune.add_argument("--debug", action="store_true",
                        help="when the method's plugin raises, show the full traceback instead of one line")
     prune.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)

@@ -55,10 +55,12 @@ class Cell:
         calibration = {"dataset": self.calibration_dataset, "nsamples": self.nsamples, "seqlen": self.seqlen,
                        "seed": self.seed}
         if self.method is not None and self.method.structured:
-            # Its layer allocation is among its arguments; every layer is scored on the dense model, so
-            # the grid's `propagate` changes nothing here.
+            # Its layer allocation is among its arguments; its layers are scored on the dense model
+            # unless its entry asks otherwise (`MethodSpec.propagate`): the grid's `propagate` is not its.
             described.update(method=self.method.method, structured=True, arguments=self.method.args,
                              sparsity=self.sparsity, calibration=calibration)
+            if self.method.propagate != "dense":  # only when asked (`prune --propagate`): others keep their hashes
+                described["propagate"] = self.method.propagate
         elif self.method is not None:
             described.update(method=self.method.method, arguments=self.method.args, allocation=self.method.allocation,
                              sparsity=self.sparsity, propagate=config.propagate, calibration=calibration)

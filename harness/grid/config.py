@@ -77,6 +77,7 @@ class MethodSpec:
     only: Restriction = Restriction()  # a structured method's sparsities are its own ratios, not a pick of the grid's
     structured: bool = False  # removes whole heads, channels or layers (prunebench.pruning.structured_engine)
     tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
+    propagate: str = "dense"  # a structured method's: its layers are scored on the dense model unless asked
 
 
 @dataclass

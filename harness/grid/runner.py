@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import registry
 from ..api.errors import UsageError
 from ..api.metric import DENSE, PRUNED, MetricContext
-from ..api.records import is_finished, is_structured_record, measured_contended, pruned_layout
+from ..api.records import UNSTRUCTURED, is_finished, is_structured_record, measured_contended, pruned_layout
 from ..data.datasets import calibration_windows, evaluation_text, tokenize_text
 from ..metrics.machine_load import load_record, sample_load
 from ..metrics.perplexity import measured_sparsity, perplexity
@@ -36,6 +36,7 @@ from .cells import (
 from .config import BenchmarkConfig
 from .structured_cells import is_structured_cell, prune_structured_copy
 
+UNSTRUCTURED_DETAILS = ("propagate", "allocation", "device", "linear_sparsity")  # what is not timed
 FILTER_KEYS = ("model", "method", "sparsity", "seqlen", "seed", "calibration", "nsamples")
 
 
@@ -150,13 +151,20 @@ def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, dev
         record.update(timings=report.timings, peak_memory_bytes=report.peak_memory_bytes,
                       memory_before_bytes=report.memory_before_bytes, notes=report.notes,
                       layer_targets=report.layer_targets, diagnostics=report.diagnostics)
+        # What the report says beyond those (propagation and allocation as run, the device, per-linear
+        # sparsity), as a structured cell keeps its report under its kind.
+        record.update(kind=UNSTRUCTURED, **{UNSTRUCTURED: {key: value for key, value in report.to_dict().items()
+                                                           if key in UNSTRUCTURED_DETAILS}})
     record["measured_sparsity"] = measured_sparsity(session.model)
     return record, session.model
 
 
-def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool) -> dict:
+def _run_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device, progress: bool,
+              measured=None) -> dict:
     record, model = _prune_cell(cell, session, config, device, progress)
     evaluated, diverged = _evaluate(cell, session, config, device, progress, model)
+    if measured is not None:
+        measured(model)
     record.update(evaluated)
     record["status"] = "diverged" if diverged else "ok"
     return record
@@ -218,14 +226,18 @@ class SessionCache:
 
 
 def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, device: torch.device,
-                 progress: bool = False, previous: dict | None = None, remeasure: tuple[str, ...] = ()) -> dict:
+                 progress: bool = False, previous: dict | None = None, remeasure: tuple[str, ...] = (),
+                 raise_errors: bool = False, measured=None) -> dict:
     """Run one cell where this process is and return the measured part of its record (started ..
     finished); a failing cell returns status "failed" with its error instead of raising. Executors
     call this (locally, or on a Ray worker) and the driver adds `record_header` and persists.
 
     With `previous` (a finished record of the same cell whose base hash matches, see `extendable`)
     only the metrics it lacks run; the result is that record with them added, and an `extensions`
-    entry saying when and what. A failing extension keeps the record as it was and says why there."""
+    entry saying when and what. A failing extension keeps the record as it was and says why there.
+
+    `raise_errors`: a failure raises instead (`prunebench prune`, one cell without a store, says it in
+    one line); `measured(model)` is called with the model the cell measured (prune saves it)."""
     started = datetime.datetime.now(datetime.timezone.utc)
     result: dict = {"started": started.isoformat()}
     load_at_start = sample_load()
@@ -234,13 +246,15 @@ def execute_cell(cell: Cell, config: BenchmarkConfig, sessions: SessionCache, de
     try:
         session = sessions.get(cell, config)
         if previous is None:
-            result.update(_run_cell(cell, session, config, device, progress))
+            result.update(_run_cell(cell, session, config, device, progress, measured))
         else:
             record, extension = _extend_cell(cell, session, config, device, progress, previous, remeasure)
             result = record
     except KeyboardInterrupt:
         raise
     except Exception as error:  # one cell's failure (a plugin raising, a bad file) never stops the grid
+        if raise_errors:
+            raise
         if previous is None:
             result.update(failed_fields(error, traceback.format_exc()))
         else:

@@ -33,7 +33,7 @@ def prune_structured_copy(cell: Cell, session, config: BenchmarkConfig, device: 
     # Gradient methods (LLM-Pruner, SAAP) run whole-model backwards: the copy goes to the device whole.
     with on_device(model, device):
         report = structured_prune(model, cell.method.method, cell.sparsity, calibration, batch_size=config.batch_size,
-                                  device=device, progress=progress, **cell.method.args)
+                                  device=device, propagate=cell.method.propagate, progress=progress, **cell.method.args)
     details = report.to_dict()
     record = {"kind": STRUCTURED, **{key: details.pop(key) for key in TOP_LEVEL}, STRUCTURED: details}
     return record, model

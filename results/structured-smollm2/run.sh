@@ -11,6 +11,6 @@ for method in cfsp flap shortgpt saap wanda-sp; do
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/prunebench prune --model smollm2-135m --method "$method" \
     --sparsity 0.5 --calib-dataset pydoc --nsamples 32 --seqlen 512 --batch-size 4 \
     --eval-dataset wikitext2 --data-dir ../shared/data --eval-seqlen 512 --eval-windows 8 $dense \
-    --device cpu --speed-repeats 5 --json "results/structured-smollm2/records/$method-0.5.json"
+    --device cpu --metric speed:repeats=5 --json "results/structured-smollm2/records/$method-0.5.json"
   dense="--no-dense-eval"
 done
