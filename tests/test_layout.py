@@ -27,6 +27,7 @@ HEAVY_GUARDS = {
     "prunebench.metrics.perplexity": "torch: perplexity",
     "prunebench.metrics.measurements": "torch: size, memory and speed",
     "prunebench.metrics.uncertainty": "torch: bootstrap intervals",
+    "prunebench.metrics.lm_scoring": "lm_eval, torch: zero-shot scoring",
     "prunebench.grid.runner": "torch: running a grid",
     "prunebench.grid.executors": "torch (and ray when used): the Ray executor",
     "prunebench.cli.bench": "torch: `prunebench bench`",

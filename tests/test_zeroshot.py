@@ -99,3 +99,43 @@ def test_prune_cli_accepts_tasks(tmp_path, corpus, capsys, monkeypatch):
     output = json.loads(report.read_text())
     assert output["pruned"]["tasks"][TASK]["samples"] == 3 and output["dense"]["tasks"][TASK]["samples"] == 3
     assert "pruned " + TASK in capsys.readouterr().out
+
+
+def _per_request(lm_class, model, tokenizer, spec, data_dir=None):
+    """(log-likelihood, greedy) of every request lm-eval makes for the tasks, in document order, and the accuracy."""
+    from lm_eval import simple_evaluate
+
+    manager, tasks = load_tasks(spec, data_dir)
+    lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device="cpu")
+    output = simple_evaluate(model=lm, tasks=list(tasks.values()), limit=spec.limit, task_manager=manager,
+                             log_samples=True, bootstrap_iters=0)
+    name = spec.names[0]
+    samples = sorted(output["samples"][name], key=lambda s: s["doc_id"])
+    return [tuple(response[0]) for s in samples for response in s["resps"]], output["results"][name]["acc,none"]
+
+
+def _assert_same_scores(model, tokenizer, spec, data_dir=None):
+    from lm_eval.models.huggingface import HFLM
+    from prunebench.metrics.lm_scoring import ContinuationLM
+
+    ours, our_accuracy = _per_request(ContinuationLM, model, tokenizer, spec, data_dir)
+    theirs, their_accuracy = _per_request(HFLM, model, tokenizer, spec, data_dir)
+    assert len(ours) == len(theirs) == spec.limit
+    for (ll, greedy), (expected, expected_greedy) in zip(ours, theirs):
+        assert abs(ll - expected) <= 1e-4 and greedy == expected_greedy
+    assert our_accuracy == their_accuracy
+
+
+def test_continuation_scoring_equals_hflm_on_a_tiny_model(tiny_llama, corpus):
+    """Logits at the continuation positions only (prunebench.metrics.lm_scoring) give lm-eval HFLM's own
+    per-request log-likelihoods and greedy flags, across batches of mixed lengths (batch 3 of 7 requests)."""
+    model, tokenizer = tiny_llama
+    _assert_same_scores(model, tokenizer, TaskSpec((TASK,), 0, 7, 3, None, str(corpus)))
+
+
+@pytest.mark.smollm2
+def test_continuation_scoring_equals_hflm_on_smollm2(corpus):
+    from prunebench import load_model
+
+    model, tokenizer = load_model("smollm2-135m")
+    _assert_same_scores(model, tokenizer, TaskSpec((TASK,), 0, 24, 8, None, str(corpus)))

@@ -82,7 +82,8 @@ def load_tasks(spec, data_dir: str | None = None):
 def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) -> dict:
     """Run lm-eval; return {task: {acc, acc_norm?, perplexity?}, "mean_acc": ...}."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
+
+    from .lm_scoring import ContinuationLM  # lm-eval
 
     if spec.num_fewshot < 0 or (spec.limit is not None and spec.limit < 1) or spec.batch_size < 1:
         raise UsageError("Zero-shot settings: num_fewshot >= 0, limit >= 1 and batch_size >= 1.")
@@ -91,7 +92,8 @@ def evaluate_tasks(model, tokenizer, spec, device, data_dir: str | None = None) 
 
     # A model larger than the GPU runs offloaded (device_map="auto"); either way it goes back where it was.
     with on_device(model, device):
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
+        # HFLM scoring only the continuation positions (lm_scoring): the same log-likelihoods, tested.
+        lm = ContinuationLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size, device=str(device))
         # log_samples gives each item's metrics, from which intervals and paired comparisons are made
         # (prunebench.metrics.uncertainty); bootstrap_iters stays 0, since lm-eval bootstraps some metrics (the
         # task perplexity) in a process pool, and its closed-form stderr of a mean is computed below.
