@@ -10,16 +10,19 @@ if TYPE_CHECKING:
 
 
 class _RunningHessian(RunningMean):
+    scale = 2.0
+
     def fold(self, inputs, outputs):
-        # SparseGPT's add_batch: H = (2/n) sum X X^T as a running mean over sequences, summed in
-        # float64 (the reference's float32 sum depends on the batch size; see RunningMean).
-        scaled = inputs.double() * (2 / self.nsequences) ** 0.5
-        self.mean.addmm_(scaled.t(), scaled)
+        # SparseGPT's add_batch: H = (2/n) sum X X^T over sequences; each window's X_w^T X_w in float32,
+        # added in float64 (the reference's float32 running sum over a batch depends on the batch
+        # size; see RunningMean).
+        for window in self.windows(inputs):
+            self.total += window.t().mm(window).double()
 
 
 class InputHessian(Statistic):
     name = "hessian"
-    description = "H = (2/n) sum_t x_t x_t^T, running mean over sequences, summed in float64 (SparseGPT)"
+    description = "H = (2/n) sum_t x_t x_t^T, running mean over sequences; float32 per window, summed in float64 (SparseGPT)"
 
     def accumulator(self, linear, device, arguments):
         return _RunningHessian((linear.in_features, linear.in_features), device)
@@ -95,7 +98,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, target: Sparsit
 class SparseGPT(PruningMethod):
     name = "sparsegpt"
     description = "OBS reconstruction: blockwise adaptive mask by w^2/[H^-1]_qq^2, updates the kept weights"
-    version = "2"  # 2: the Hessian is summed in float64
+    version = "3"  # 2: the Hessian is summed in float64; 3: per-window float32 products, summed in float64
     statistics = ("hessian",)
     arguments = {"blocksize": 128, "percdamp": 0.01, "damping_retries": 4}
 

@@ -22,7 +22,7 @@ parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument("--method", default="wanda")
 parser.add_argument("--nsamples", type=int, default=32)
 parser.add_argument("--seqlen", type=int, default=128)
-parser.add_argument("--top", type=int, default=15)
+parser.add_argument("--top", type=int, default=15, help="operators to list; 0: no profiled run")
 args = parser.parse_args()
 
 model, tokenizer = prunebench.load_model(args.model)
@@ -45,6 +45,8 @@ total = time.perf_counter() - start
 print(f"{args.model}, {args.method} 0.5, {args.nsamples} x {args.seqlen}, {torch.get_num_threads()} threads")
 print(f"plain forward through layers {forward:.2f} s; pruning {total:.2f} s = {total / forward:.2f}x")
 print("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items()))
+if args.top == 0:
+    raise SystemExit
 restore()
 with profile(activities=[ProfilerActivity.CPU]) as prof:
     prunebench.prune(model, args.method, 0.5, calibration, progress=False)

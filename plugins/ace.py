@@ -36,19 +36,22 @@ class _CosineLoss(Accumulator):
     def __init__(self, linear, device, eps, per_token_abs=False):
         import torch
 
-        # float64 sums, as RunningMean's: in float32 the batch size alone moves the result.
+        # float64 sums of float32 window sums, as RunningMean's: the batch size does not move the result.
         self.total = torch.zeros(linear.out_features, linear.in_features, dtype=torch.float64, device=device)
         self.tokens = 0
         self.eps = eps
         self.per_token_abs = per_token_abs
 
     def add(self, inputs, outputs, nsequences):
-        # One matrix product per batch: sum_t (a_t / (||a_t||^2 + eps)) x_t^T (of |a_t|, |x_t| if per token).
-        inputs, outputs = inputs.double(), outputs.double()
+        # One float32 matrix product per window: sum_t (a_t / (||a_t||^2 + eps)) x_t^T (of |a_t|, |x_t|
+        # if per token), added into the float64 total.
         weights = outputs / (outputs.square().sum(dim=1, keepdim=True) + self.eps)
         if self.per_token_abs:
             weights, inputs = weights.abs(), inputs.abs()
-        self.total.addmm_(weights.t(), inputs)
+        width = inputs.shape[-1]
+        for window_weights, window in zip(weights.reshape(nsequences, -1, weights.shape[-1]),
+                                          inputs.reshape(nsequences, -1, width)):
+            self.total.add_(window_weights.t().mm(window).double())
         self.tokens += inputs.shape[0]
 
     def result(self):
@@ -79,13 +82,13 @@ class _PerSequence(Accumulator):
     def __init__(self, width, device, per_sequence):
         import torch
 
-        self.total = torch.zeros(width, dtype=torch.float64, device=device)  # as RunningMean's
+        self.total = torch.zeros(width, dtype=torch.float64, device=device)  # as RunningMean's: per window, then float64
         self.nsequences = 0
         self.per_sequence = per_sequence
 
     def add(self, inputs, outputs, nsequences):
-        sequences = inputs.double().reshape(nsequences, -1, inputs.shape[-1])
-        self.total += self.per_sequence(sequences).sum(dim=0)
+        sequences = inputs.reshape(nsequences, -1, inputs.shape[-1])  # float32 per window, summed in float64
+        self.total += self.per_sequence(sequences).double().sum(dim=0)
         self.nsequences += nsequences
 
     def result(self):
@@ -141,6 +144,8 @@ def _check_choice(method, key, value, choices):
 
 
 class _AceMethod(PruningMethod):
+    version = "2"  # 2: statistics summed per window in float32, then in float64 (were float64 throughout)
+
     def resolve_arguments(self, given):
         resolved = super().resolve_arguments(given)
         if "sign" in resolved:
@@ -188,7 +193,7 @@ class Ace(_AceMethod):
     # Defaults chosen by results/ace-ablation-tuning: CosP's own reading (abs-token), and in the
     # product VarP's 'inverse' reading, which beats 'variance' there (though not alone).
     arguments = {"group": "row", "sign": "abs-token", "reading": "inverse", "eps": 1e-6}
-    version = "2"  # defaults were sign=abs, reading=variance
+    version = "3"  # 2: defaults were sign=abs, reading=variance; 3: float32 window sums, as _AceMethod's 2
 
     def required_statistics(self, arguments):
         return tuple(dict.fromkeys(("input_sq_norm", _cosine_statistic(arguments["sign"]))

@@ -28,36 +28,47 @@ class Accumulator:
 
 
 class RunningMean(Accumulator):
-    """Running mean over calibration sequences of a per-batch sum, the update Wanda and SparseGPT share.
+    """Mean over calibration sequences of a per-sequence sum, the statistic Wanda and SparseGPT share.
 
-    On a batch of b sequences: ``mean *= n / (n + b); n += b``, then `fold` adds the batch's sum
-    divided by the new n (in whatever float order the method's reference code uses).
-
-    The mean is kept in float64 and `fold` should compute its sum in float64 too: in float32 the
-    summation order alone, which the batch size sets, moves the statistic by a few ulps, enough
-    to flip near-tied masks and, through SparseGPT's updates, every later layer. `result()` rounds
-    to float32, which makes it bitwise the same for any batch size in practice.
+    Their reference code updates a running mean per batch of b sequences (``mean *= n / (n + b);
+    n += b; mean += batch sum / n``); this keeps the sum instead and divides once, the same quantity
+    without the rescaling's roundings. `fold` adds the batch's per-window sums to `self.total`: each
+    calibration window (sequence) summed in float32 (`self.windows(inputs)` gives them; a window's sum
+    is the same arithmetic whatever batch it came in), the windows added in float64, where a sum of
+    float32 values is exact (for windows whose sums span less than 2^29), hence independent of their
+    order. So `result()`, `scale` x total / n rounded to float32, is bitwise the same for any batch
+    size (tests/test_statistics_invariance.py). A float32 sum over a whole batch lets the batch size
+    set the summation order and moves the statistic by a few ulps, enough to flip near-tied masks and,
+    through SparseGPT's updates, every later layer; float64 products over every token (numerics
+    version 2) bought the same invariance at twice the float32 GEMMs' cost.
     """
+
+    scale = 1.0  # SparseGPT's H = (2/n) sum x x^T: 2
 
     def __init__(self, shape: tuple[int, ...], device: torch.device):
         import torch
 
-        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.total = torch.zeros(shape, dtype=torch.float64, device=device)
         self.nsequences = 0
+        self.batch_sequences = 0
 
     def fold(self, inputs: torch.Tensor, outputs: torch.Tensor | None) -> None:
-        """Add this batch's sum divided by `self.nsequences` (already counting the batch) to `self.mean`."""
+        """Add this batch's sum over its windows (each summed in float32) to the float64 `self.total`."""
         raise NotImplementedError
 
     def add(self, inputs: torch.Tensor, outputs: torch.Tensor | None, nsequences: int) -> None:
-        self.mean *= self.nsequences / (self.nsequences + nsequences)
         self.nsequences += nsequences
+        self.batch_sequences = nsequences
         self.fold(inputs, outputs)
+
+    def windows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch's (tokens x width) rows as (windows, tokens per window, width)."""
+        return tensor.reshape(self.batch_sequences, -1, tensor.shape[-1])
 
     def result(self) -> torch.Tensor:
         import torch
 
-        return self.mean.to(torch.float32)
+        return (self.total * (self.scale / max(self.nsequences, 1))).to(torch.float32)
 
 
 class Statistic:

@@ -7,8 +7,9 @@ from ..api.method import RunningMean, Statistic
 
 class _RunningSquaredNorm(RunningMean):
     def fold(self, inputs, outputs):
-        # Wanda's update: r *= n/(n+b); n += b; r += sum_t x^2 / n (in float64, see RunningMean).
-        self.mean += inputs.double().square().sum(dim=0) / self.nsequences
+        # Wanda's scaler_row: the mean over sequences of sum_t x_tj^2 (window sums in float32, see RunningMean).
+        for window in self.windows(inputs):
+            self.total += window.square().sum(dim=0).double()
 
 
 class InputSquaredNorm(Statistic):
