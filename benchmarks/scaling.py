@@ -24,6 +24,7 @@ parser.add_argument("--models", default="smollm2-135m,gemma3-270m")
 parser.add_argument("--windows", default="16,64,256")
 parser.add_argument("--seqlen", type=int, default=128)
 parser.add_argument("--out", default="results/scaling")
+parser.add_argument("--plot-only", action="store_true", help="redraw scaling.png from --out's scaling.json")
 args = parser.parse_args()
 windows = [int(n) for n in args.windows.split(",")]
 
@@ -35,8 +36,8 @@ def slope(xs, ys):
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
-rows = []
-for name in args.models.split(","):
+rows = json.loads((Path(args.out) / "scaling.json").read_text())["rows"] if args.plot_only else []
+for name in [] if args.plot_only else args.models.split(","):
     model, tokenizer = prunebench.load_model(name)
     dense = [p.detach().clone() for p in model.parameters()]
     parameters = sum(p.numel() for p in model.parameters())
@@ -81,6 +82,7 @@ for name, fit in fits.items():
     print(f"{name}: {fit}")
 
 import matplotlib  # noqa: E402  (only for the figure)
+import matplotlib.ticker  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -96,6 +98,8 @@ for name in names:
 left.set(xlabel="calibration tokens", ylabel="pruning seconds", title=f"{args.method}: time")
 right.set(xlabel="calibration tokens", ylabel="peak memory growth (MiB)", title=f"{args.method}: memory")
 for axis in (left, right):
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.legend(fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
 figure.tight_layout()
