@@ -151,3 +151,21 @@ def test_a_busy_process_beside_this_one_is_seen():
     # The spinner alone keeps most of one core busy (less only if other work competes with it).
     assert max(start["busy_cpu_share"], end["busy_cpu_share"]) * machine_load.os.cpu_count() > 0.5
     assert record["contended"] is True
+
+
+def test_structured_cells_carry_their_method_version_in_the_hash(tmp_path, data, monkeypatch):
+    """A structured method's version is in its cells' provenance and content hash (was null)."""
+    from prunebench import registry
+
+    path = tmp_path / "structured.yaml"
+    path.write_text(GRID.format(corpus=tmp_path / "corpus.txt", data=data, batch_size=8)
+                    .replace("methods: [magnitude]", "methods: [{method: wanda-sp, sparsity: [0.3]}]"))
+    config = load_config(path)
+    from prunebench.grid.cells import cell_provenance
+
+    cell = next(c for c in expand(config) if c.method is not None)
+    assert cell_provenance(cell, config)["method_version"] == "1"
+    before = content_hash(cell, config)
+    method = type(registry.get_structured_method("wanda-sp"))
+    monkeypatch.setattr(method, "version", "2")
+    assert cell_provenance(cell, config)["method_version"] == "2" and content_hash(cell, config) != before

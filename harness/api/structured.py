@@ -107,6 +107,8 @@ class StructuredMethod:
     per-linear calibration statistics it needs; `needs_hidden` asks for each layer's input and
     output hidden states, `needs_gradients` for the LM loss gradients of every decoder linear
     (in `linear.weight.grad`). `allocation` is the default layer allocation (a registered name).
+    `version` goes into the content hash of every cell it runs (through the provenance's
+    method_version): bump it when a change can change its numbers, so no old record is reused.
     """
 
     name: ClassVar[str]
@@ -117,6 +119,7 @@ class StructuredMethod:
     needs_gradients: ClassVar[bool] = False
     arguments: ClassVar[Mapping[str, Any]] = {}
     allocation: ClassVar[str] = "uniform"
+    version: ClassVar[str] = "1"
 
     def score_layer(self, evidence: LayerEvidence, **args: Any) -> LayerScores:
         """Scores of the layer's structures (higher = more important)."""
