@@ -31,7 +31,13 @@ def test_a_mixed_grid_prunes_copies_and_reports_structured_cells_apart(tmp_path,
         details = record["structured"]
         assert record["kind"] == "structured" and record["status"] == "ok"
         assert details["parameters_after"] < details["parameters_before"]
-        assert abs(details["removed_fraction"] - target) < 0.1 and len(details["kept"]) == 2  # tiny-llama's layers
+        assert len(details["kept"]) == 2  # tiny-llama's layers
+        # The authors' CFSP: the sparsity is the fraction of FFN channels (attention stays whole).
+        from prunebench import load_model
+
+        width = load_model("tiny-llama")[0].config.intermediate_size
+        removed_channels = 1 - sum(k["channels"] for k in details["kept"]) / (2 * width)
+        assert abs(removed_channels - target) < 0.05 and details["removed_fraction"] < target
         assert record["timings"]["total"] > 0 and "measured_sparsity" not in record
         speed = record["metrics"]["speed"]
         assert speed["prefill_speedup"]["value"] > 0 and not any(k.startswith("csr_") for k in speed)  # no zeros
