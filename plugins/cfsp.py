@@ -5,7 +5,7 @@ from one dense forward pass, no gradients; attention is left whole.
 lib/block_metrics.py; defaults of start.sh: `--local_metrics three_w_one_wa --global_metrics angular
 --a 1 --b 1 --c 1`):
 - Coarse: layer importance I_l = SUM over every calibration token of arccos(cos(h_in, h_out)) / pi (a NaN
-  cosine read as 0.5), on the dense model. x_l = (I_l - mean I) / 1e4, k_l = sigmoid(a x_l); when
+  cosine read as 0.5; one that rounds above 1 read as 1, where their arccos gives NaN), on the dense model. x_l = (I_l - mean I) / 1e4, k_l = sigmoid(a x_l); when
   max(k) / mean(k) (1 - s) >= 1, deviations from mean(k) shrink by f = mean(k) (1/(1-s) - 1) /
   (max(k) - mean(k)) / 1.05; keep_l = k_l / mean(k) (1 - s). The fixed 1e4 makes the allocation's
   temperature grow with the number of calibration tokens: at 128 x 128 tokens it is nearly uniform.
@@ -65,7 +65,9 @@ def angular_importance_sum(hidden_in, hidden_out) -> float:
     x = torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden_in]).float()  # the layer's batches, token rows
     y = torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden_out]).float()
     cosine = ((x * y).sum(dim=-1) / (x.norm(dim=-1) * y.norm(dim=-1))).nan_to_num(nan=0.5)
-    return float((torch.arccos(cosine) / torch.pi).sum())
+    # A cosine that rounds above 1 (a token the layer leaves almost unchanged) is read as 1: arccos of
+    # it is NaN, which would make the layer's sum, and the authors' whole allocation, NaN.
+    return float((torch.arccos(cosine.clamp(-1.0, 1.0)) / torch.pi).sum())
 
 
 def three_w_one_wa(a: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, b: float,

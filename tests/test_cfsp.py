@@ -48,3 +48,15 @@ def test_kept_counts_follow_the_threshold_rule_and_keep_ties():
     tied[250:260] = tied[255]  # ten channels tie at the threshold: all stay
     assert authors_kept_count(tied[torch.randperm(1024)], 0.3, 128) == 260
     assert authors_kept_count(scores, 0.36, 128) == 384  # 368.6 + 64 rounds to three blocks
+
+
+def test_angular_importance_sums_tokens_reads_nan_as_half_and_never_returns_nan():
+    from prunebench.plugins.cfsp import angular_importance_sum
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    y = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # 90 degrees, 0 degrees, a zero-norm token (NaN)
+    assert angular_importance_sum([x[None]], [y[None]]) == pytest.approx(0.5 + 0.0 + math.acos(0.5) / math.pi)
+    generator = torch.Generator().manual_seed(0)
+    same = torch.randn(1, 64, 576, generator=generator) * torch.logspace(0, 3, 576)
+    # 19 of these 64 cosines of a token with itself round above 1 in float32 (arccos: NaN).
+    assert math.isfinite(angular_importance_sum([same], [same.clone()]))
