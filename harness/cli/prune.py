@@ -62,7 +62,6 @@ def run_prune(args, method_args: dict) -> dict:
         check_budget(session.model, method, args.sparsity, config.methods[0].args)
     else:
         check_n_m_fits(session.model, parse_sparsity(args.sparsity))
-    hook = "register_structured_methods" if config.methods[0].structured else "register_methods"
     kept: list = []
     records = {}
     for cell in cells:
@@ -72,7 +71,7 @@ def run_prune(args, method_args: dict) -> dict:
             result = execute_cell(cell, config, sessions, device, progress=True, raise_errors=True,
                                   measured=kept.append if cell.method is not None else None)
         except Exception as error:
-            failure = registry.method_failure(error, method, hook, args.debug)
+            failure = registry.method_failure(error, method, args.debug)
             if failure is None:
                 raise
             raise failure from error

@@ -101,8 +101,7 @@ def plugin_version(method_name: str | None) -> str:
 
     if method_name is None:
         return __version__
-    hook = "register_structured_methods" if registry.is_structured(method_name) else "register_methods"
-    plugin = registry.registered(hook)[method_name].plugin
+    plugin = registry.registered(registry.method_hook(method_name))[method_name].plugin
     module = registry.plugin_manager().get_plugin(plugin)
     top = (module.__name__ if isinstance(module, types.ModuleType) else type(module).__module__).split(".")[0]
     if top == "prunebench":

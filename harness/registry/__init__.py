@@ -15,6 +15,7 @@ from .manager import (
     lookup,
     make_mask,
     method_failure,
+    method_hook,
     plugin_manager,
     registered,
     reset_plugin_manager,
@@ -23,5 +24,5 @@ from .manager import (
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "LOAD_PLUGINS_ENV", "PluginManager", "Registered", "allocation_for",
            "allocation_names", "get_method", "get_metric", "get_statistic", "get_structured_method", "is_structured",
-           "lookup", "make_mask", "method_failure", "plugin_manager", "registered", "reset_plugin_manager",
+           "lookup", "make_mask", "method_failure", "method_hook", "plugin_manager", "registered", "reset_plugin_manager",
            "skipped_plugins"]

@@ -211,6 +211,11 @@ def is_structured(name: str) -> bool:
     return False
 
 
+def method_hook(name: str) -> str:
+    """The hook that registers method `name`: register_structured_methods or register_methods."""
+    return "register_structured_methods" if is_structured(name) else "register_methods"
+
+
 def make_mask(scores: Any, target: Any, group: str) -> Any:
     """The prune mask for `scores` from the first `make_mask` implementation that answers."""
     return plugin_manager().hook.make_mask(scores=scores, target=target, group=group)
@@ -235,12 +240,12 @@ def allocation_for(name: str, track: str, user: str) -> LayerAllocation:
     return allocations[name].item
 
 
-def method_failure(error: Exception, method, hook_name: str, debug: bool) -> "UsageError | None":
+def method_failure(error: Exception, method, debug: bool) -> "UsageError | None":
     """The one line for an error the method's own code raised, naming its plugin (the traceback is for
     --debug); None when it should propagate as it is (--debug, a UsageError, or raised elsewhere)."""
     bases = {"prunebench.api.method", "prunebench.api.structured", "builtins", "abc"}
     modules = {cls.__module__ for cls in type(method).__mro__} - bases
     if debug or isinstance(error, UsageError) or not raised_in(error, modules):
         return None
-    plugin = registered(hook_name)[method.name].plugin
+    plugin = registered(method_hook(method.name))[method.name].plugin
     return plugin_failure(f"Pruning with method '{method.name}'", plugin, error)
