@@ -53,12 +53,13 @@ def run_prune(args, method_args: dict) -> dict:
     device = compute_device(config.device, f"--device {args.device}", "use --device cpu")
     _note_if_nothing_is_kept(args)  # after the cheap checks (a typo gets its error alone), before the work
 
+    structured = config.methods[0].structured
     cells = [cell for cell in expand(config) if cell.method is not None or not args.no_dense_eval]
     sessions = SessionCache()
     session = sessions.get(cells[-1], config)
     # What a hub id or GGUF file (no config.json to read before loading) and the loaded shapes allow.
     check_fits_context(session.model, args.model, _lengths(args))
-    if config.methods[0].structured:
+    if structured:
         check_budget(session.model, method, args.sparsity, config.methods[0].args)
     else:
         check_n_m_fits(session.model, parse_sparsity(args.sparsity))
@@ -77,12 +78,12 @@ def run_prune(args, method_args: dict) -> dict:
             raise failure from error
         records[PRUNED if cell.method is not None else DENSE] = merge_record(header, result, None)
     output = {DENSE: records.get(DENSE), PRUNED: records[PRUNED]}
-    if args.save and config.methods[0].structured:
+    if args.save and structured:
         output["saved"] = dict(save_structured(kept[-1], session.tokenizer, args.save), directory=str(args.save))
     _print_summary(output)
     if args.json:
         write_json_atomically(Path(args.json), output)  # non-finite numbers become null
-    if args.save and not config.methods[0].structured:
+    if args.save and not structured:
         save_pruned(kept[-1], session.tokenizer, args.save)
         print(f"saved the pruned model to {args.save}")
     return output
