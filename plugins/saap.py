@@ -1,6 +1,11 @@
-"""SAAP (Zheng et al. 2024, arXiv 2412.15127), a plugin: coupled heads and FFN channels scored
-from LM-loss gradients, vector-wise |sum w g| and element-wise sum |w g|, fused with homoscedastic
-uncertainty weights; importance-ranked layer selection; optional LoRA recovery (peft), off by default.
+"""`saap-standin`: SAAP's scoring (Zheng et al. 2024, arXiv 2412.15127; no public code) with a layer
+rule of our own, so it carries its own name. Coupled heads and FFN channels are scored from LM-loss
+gradients, vector-wise |sum w g| and element-wise sum |w g|, fused with homoscedastic uncertainty
+weights, as the paper states. The paper chooses the layers to prune by an "importance-fluctuation
+indicator" whose definition we could not read (the stored copies of the paper reachable here hold its
+abstract and opening sections only), so the layers are chosen by a stand-in: rank layers by their mean
+fused score and leave the most important `protect` share whole. Optional LoRA recovery (peft), off by
+default; the paper's group-wise fine-tuning with quantised weights is not implemented.
 
 Uncertainty weights: the fused score I = I_vec / (2 s1^2) + I_elem / (2 s2^2) + log(s1 s2) with
 learned noise scales. Minimising the summed fused loss over the structures of a kind in s1, s2 has
@@ -28,12 +33,14 @@ def uncertainty_fusion(vector: torch.Tensor, element: torch.Tensor, vector_scale
 
 
 class SAAP(StructuredMethod):
-    name = "saap"
-    description = ("heads + FFN channels: gradient vector- and element-wise importance fused by homoscedastic "
-                   "uncertainty; importance-ranked layers; optional LoRA recovery (recover_tokens > 0); whole-model "
-                   "gradients of the dense model, so propagate does not apply")
+    name = "saap-standin"
+    description = ("SAAP's scores with our own layer rule (not the authors' method: their importance-fluctuation "
+                   "indicator is not implemented): heads + FFN channels, gradient vector- and element-wise importance "
+                   "fused by homoscedastic uncertainty; the most important `protect` share of layers left whole; "
+                   "optional LoRA recovery (recover_tokens > 0); whole-model gradients of the dense model, so "
+                   "propagate does not apply")
     needs_gradients = True
-    allocation = "saap-rank"
+    allocation = "saap-standin-rank"
     arguments = {"protect": 0.25, "checkpointing": False, "recover_tokens": 0, "lora_rank": 8, "lora_lr": 1e-4}
 
     def score_layer(self, evidence, **args):
@@ -98,7 +105,7 @@ def lora_recovery(model, calibration: torch.Tensor, device: torch.device, tokens
 def ranked_removal_ratios(importance: list[float], sparsity: float, protect: float) -> list[float]:
     """Weights 1 for the least important (1 - protect) share of layers, 0 for the most important."""
     if not 0 <= protect < 1:
-        raise UsageError(f"Bad saap.protect {protect}: the share of layers left whole must be in [0, 1).")
+        raise UsageError(f"Bad saap-standin.protect {protect}: the share of layers left whole must be in [0, 1).")
     order = sorted(range(len(importance)), key=lambda i: (importance[i], i))
     pruned = max(1, math.ceil(len(importance) * (1 - protect)))
     weights = [0.0] * len(importance)
@@ -108,8 +115,9 @@ def ranked_removal_ratios(importance: list[float], sparsity: float, protect: flo
 
 
 class RankedAllocation(LayerAllocation):
-    name = "saap-rank"
-    description = "SAAP: layers ranked by importance; the most important share (protect) stays whole, the rest share the budget"
+    name = "saap-standin-rank"
+    description = ("a stand-in for SAAP's layer choice (not the paper's indicator): layers ranked by importance, the "
+                   "most important share (protect) stays whole, the rest share the budget")
 
     def allocate(self, plan, protect=0.25, **args):
         weights = ranked_removal_ratios([s.importance for s in plan.scores], plan.sparsity, protect)

@@ -167,3 +167,13 @@ def test_a_model_entry_can_leave_zero_shot_tasks_out(tmp_path):
     with pytest.raises(UsageError) as caught:
         load_config(write(tmp_path, text.replace("tasks: []", "tasks: [hellaswag]")))
     assert "task 'hellaswag' is not in evaluation.tasks.names" in str(caught.value)
+
+
+def test_a_named_perplexity_protocol_fixes_seqlen_and_windows(tmp_path):
+    config = load_config(write(tmp_path, GOOD.replace("{dataset: pydoc, seqlen: 64, max_windows: 4}",
+                                                      "{dataset: pydoc, protocol: llm-pruner}")))
+    assert [(p.dataset, p.seqlen, p.max_windows, p.label) for p in config.perplexity] == [("pydoc", 128, None, "pydoc-128")]
+    with pytest.raises(UsageError, match="unknown perplexity protocol 'flap2'; use one of llm-pruner"):
+        load_config(write(tmp_path, GOOD.replace("seqlen: 64, max_windows: 4", "protocol: flap2")))
+    with pytest.raises(UsageError, match="protocol llm-pruner fixes seqlen; leave it out or drop the protocol"):
+        load_config(write(tmp_path, GOOD.replace("max_windows: 4", "protocol: llm-pruner")))

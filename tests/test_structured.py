@@ -243,7 +243,7 @@ def test_gradients_are_those_of_the_mean_calibration_loss(calibration):
 def test_saap_lora_recovery_runs_and_merges(calibration):
     pytest.importorskip("peft")
     model, _ = load_model("tiny-llama")
-    report = structured_prune(model, "saap", 0.3, calibration, batch_size=2, recover_tokens=48)
+    report = structured_prune(model, "saap-standin", 0.3, calibration, batch_size=2, recover_tokens=48)
     assert "recovery" in report.timings and any("recovery" in n for n in report.notes)
     assert report.parameters_after == sum(p.numel() for p in model.parameters())  # adapters merged away
     assert not any("lora" in name for name, _ in model.named_parameters())
@@ -301,7 +301,7 @@ def test_cli_prunes_saves_and_lists(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--model", "tiny-llama", "--method", "cfsp", "--sparsity", "2:4"], "not N:M"),
-    (["--model", "tiny-opt", "--method", "saap", "--sparsity", "0.3"], "Cannot read the head layout"),
+    (["--model", "tiny-opt", "--method", "saap-standin", "--sparsity", "0.3"], "Cannot read the head layout"),
     (["--model", "tiny-llama", "--method", "wanda-sp", "--sparsity", "0.75"], "every attention head"),
     (["--model", "tiny-llama", "--method", "flap", "--sparsity", "0.95"], "cannot be reached while every layer keeps"),
     (["--model", "tiny-llama", "--method", "cfsp", "--arg", "allocation=owl"], "serves unstructured pruning, not structured"),
@@ -339,7 +339,7 @@ def no_calibration_work(monkeypatch):
     # Beyond what the layers can lose while each keeps a head and a channel (at most 0.828): any allocation.
     ("magnitude-sp", 0.99, "Sparsity 0.99 cannot be reached while every layer keeps a head and a channel"),
     ("flap", 0.95, "cannot be reached while every layer keeps a head and a channel"),
-    ("saap", 0.95, "cannot be reached while every layer keeps a head and a channel"),
+    ("saap-standin", 0.95, "cannot be reached while every layer keeps a head and a channel"),
     ("shortgpt", 0.8, "would remove all 2 decoder layers"),
 ])
 def test_an_impossible_budget_fails_before_any_calibration_work(no_calibration_work, calibration, method, sparsity,
@@ -435,7 +435,7 @@ def test_pruned_propagation_scores_each_layer_on_the_pruned_layers_before_it(reg
 
 
 @pytest.mark.parametrize("method,arguments,message", [
-    ("saap", {}, "whole-model gradients of the dense model, so propagate does not apply"),
+    ("saap-standin", {}, "whole-model gradients of the dense model, so propagate does not apply"),
     ("llm-pruner", {}, "whole-model gradients of the dense model, so propagate does not apply"),
     ("flap", {}, "Allocation 'global' needs every layer's scores before any layer is pruned"),
     ("cfsp", {}, "Allocation 'cfsp' needs every layer's scores"),
@@ -459,7 +459,7 @@ def test_propagation_is_recorded_and_flap_with_uniform_counts_can_propagate_prun
 
 
 def test_cli_propagate_for_structured_methods(capsys, tmp_path):
-    assert main(["prune", "--model", "tiny-llama", "--method", "saap", "--propagate", "pruned",
+    assert main(["prune", "--model", "tiny-llama", "--method", "saap-standin", "--propagate", "pruned",
                  "--nsamples", "2", "--seqlen", "16"]) == 2
     error = capsys.readouterr().err
     assert "propagate does not apply" in error and error.count("\n") == 1

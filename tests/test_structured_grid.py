@@ -61,6 +61,9 @@ def test_a_mixed_grid_prunes_copies_and_reports_structured_cells_apart(tmp_path,
     kept = structured[0].headers.index("params kept %")
     assert rows[("dense", "")][kept].value == 1.0
     assert rows[("cfsp", "50%")][kept].value < rows[("cfsp", "20%")][kept].value
+    protocol = [structured[0].headers.index(h) for h in ("prunes", "calibration", "propagation", "eval L")]
+    assert [rows[("cfsp", "50%")][i] for i in protocol] == ["FFN channels", "pydoc 2x16", "dense", "32"]
+    assert [rows[("dense", "")][i] for i in protocol] == ["", "", "", "32"]
     speedup = rows[("cfsp", "50%")][structured[0].headers.index("prefill speedup x ↑")]
     assert speedup.value == records["cfsp0.5"]["metrics"]["speed"]["prefill_speedup"]["value"]
     write_report(results, resamples=50)
@@ -135,3 +138,14 @@ def test_resume_skips_structured_cells_and_added_metrics_keep_their_numbers(tmp_
     assert extended["metrics"]["size"]["parameters"] == extended["structured"]["parameters_after"]
     statuses = {cell.name: cell_status(store, cell, config) for cell in select_cells(config, {})}
     assert statuses[cfsp] == "done" and statuses[shortgpt] == "done (metrics to add)"  # the record as it was
+
+
+def test_records_of_a_renamed_reading_show_its_present_name():
+    from prunebench.api.records import with_reading_names
+
+    old = {"cell": {"method": "cfsp"}, "provenance": {"method_version": None}}
+    authors = {"cell": {"method": "cfsp"}, "provenance": {"method_version": "2"}}
+    saap = {"cell": {"method": "saap"}, "provenance": {"method_version": None}}
+    shown = with_reading_names([old, authors, saap])
+    assert [r["cell"]["method"] for r in shown] == ["cfsp-normalized", "cfsp", "saap-standin"]
+    assert shown[0]["cell"]["recorded_as"] == "cfsp" and old["cell"]["method"] == "cfsp"  # the store's record untouched

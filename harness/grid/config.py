@@ -17,7 +17,7 @@ from ..api.metric import MetricSpec, check_settings
 from ..api.options import DTYPES, PROPAGATIONS
 from ..api.sparsity import parse_sparsity
 from ..data.datasets import dataset_problem
-from ..metrics.quality import PerplexitySpec
+from ..metrics.quality import PERPLEXITY_PROTOCOLS, PerplexitySpec
 from ..metrics.zeroshot import TaskSpec, unknown_tasks
 from ..models import loading as models
 from ..registry import allocation_for, allocation_names
@@ -30,7 +30,7 @@ RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
 CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
 EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
-PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows"}
+PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows", "protocol"}
 TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
 
@@ -446,12 +446,30 @@ def _perplexity(errors: _Errors, evaluation: dict) -> list[PerplexitySpec]:
     perplexity = []
     for where, entry in _entries(errors, evaluation.get("perplexity", []), ("evaluation", "perplexity"), "dataset",
                                  PERPLEXITY_KEYS, "each perplexity evaluation is a dataset name or a mapping "
-                                 "with dataset, seqlen, max_windows."):
+                                 "with dataset, seqlen, max_windows (or protocol)."):
         dataset = str(entry.get("dataset", ""))
         _add_problem(errors, where + ("dataset",), dataset_problem(dataset))
+        if "protocol" in entry:
+            perplexity += _protocol_spec(errors, entry, dataset, where)
+            continue
         perplexity.append(PerplexitySpec(dataset, _positive_int(errors, entry.get("seqlen", 512), where + ("seqlen",)),
                                          _window_cap(errors, entry.get("max_windows"), where + ("max_windows",))))
     return perplexity
+
+
+def _protocol_spec(errors: _Errors, entry: dict, dataset: str, where: tuple) -> list[PerplexitySpec]:
+    """A named published protocol (`protocol: llm-pruner`) instead of seqlen and max_windows."""
+    name = entry["protocol"]
+    if name not in PERPLEXITY_PROTOCOLS:
+        errors.add(where + ("protocol",), f"unknown perplexity protocol {name!r}; use one of "
+                   f"{', '.join(sorted(PERPLEXITY_PROTOCOLS))}, or give seqlen and max_windows instead.")
+        return []
+    given = sorted(set(entry) & {"seqlen", "max_windows"})
+    if given:
+        errors.add(where + ("protocol",), f"protocol {name} fixes {' and '.join(given)}; leave "
+                   f"{'them' if len(given) > 1 else 'it'} out or drop the protocol.")
+        return []
+    return [PerplexitySpec(dataset, **PERPLEXITY_PROTOCOLS[name])]
 
 
 def _tasks(errors: _Errors, evaluation: dict, models: list[ModelSpec], methods: list[MethodSpec]) -> TaskSpec:

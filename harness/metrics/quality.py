@@ -12,6 +12,13 @@ from ..data.datasets import dataset_problem, evaluation_text, evaluation_window_
 from .zeroshot import TaskSpec, evaluate_tasks, unknown_tasks
 
 
+# Published perplexity protocols a grid names instead of seqlen and max_windows. FLAP, LLM-Pruner and
+# Wanda-sp (the structured-pruning family) evaluate WikiText-2 test joined with "\n\n" in every
+# non-overlapping window of 128 tokens (LLM-Pruner's LLMPruner/evaluator/ppl.py, FLAP's lib/eval.py):
+# the same text and windows as ours at seqlen 128 without a cap, so its label is ours ("wikitext2-128").
+PERPLEXITY_PROTOCOLS = {"llm-pruner": {"seqlen": 128, "max_windows": None}}
+
+
 @dataclass(frozen=True)
 class PerplexitySpec:
     dataset: str

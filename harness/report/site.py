@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..api.errors import UsageError
-from ..api.records import DENSE, STRUCTURED, UNSTRUCTURED, parameters_kept
+from ..api.records import DENSE, STRUCTURED, UNSTRUCTURED, parameters_kept, with_reading_names
 from ..metrics.run import registered_metrics
 from ..metrics.uncertainty import RESAMPLES
 from ..store.leaderboard import record_kind
@@ -32,7 +32,7 @@ def write_site(results_dir: "str | Path", out: "str | Path | None" = None, refer
                resamples: int = RESAMPLES, grid: str = "benchmarks.yaml") -> Path:
     """Write the site into `out` (default RESULTS_DIR/report/site) and return its index.html. The same
     records give the same bytes: nothing in it depends on the time, the machine or the output path."""
-    records = ResultsStore(results_dir).records()
+    records = with_reading_names(ResultsStore(results_dir).records())
     if not records:
         raise UsageError(f"No results in {results_dir}; run 'prunebench run' first.")
     out = Path(out) if out else Path(results_dir) / "report" / "site"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from .. import registry
 from ..api.metric import DENSE, value_specs
-from ..api.records import STRUCTURED, is_structured_record, parameters_kept
+from ..api.records import STRUCTURED, is_structured_record, parameters_kept, run_contended
 from ..api.sparsity import parse_sparsity
-from ..api.tables import BEST, DAGGER, TIED, Cell, Table, mark_best
+from ..api.tables import BEST, CONTENDED, DAGGER, TIED, Cell, Table, mark_best
 from .generic import mark_ranked, metric_cell
 from .grouping import group_settings, interval_notes, seeds_of, spread
 from .quality_tables import accuracy_cell, comparer, perplexity_cell
@@ -16,7 +16,9 @@ from .quality_tables import accuracy_cell, comparer, perplexity_cell
 # Metrics whose values a structured row shows: size's checkpoints measure how stored zeros compress,
 # and a structured model has none (its parameter count is the table's own column).
 EFFICIENCY = ("speed", "memory")
-FIXED = 5  # columns before the metrics': method, target, removed, params, kept
+PROTOCOL = ("prunes", "calibration", "propagation", "eval L")  # how each row was made (published tables differ)
+FIXED = 5 + len(PROTOCOL)  # columns before the metrics': method, target, removed, params, kept, then PROTOCOL
+KIND_NAMES = {"heads": "heads", "channels": "FFN channels", "layers": "layers"}
 
 
 def structured_tables(records: list[dict], resamples: int) -> list[Table]:
@@ -60,7 +62,8 @@ def _model_table(model: str, settings: dict, resamples: int) -> Table:
     for setting in ordered:
         runs = settings[setting]
         grid[setting] = [read(runs) for _, _, read in columns]
-        rows.append(_label(setting, several_lengths) + _size_cells(runs, dense_parameters) + grid[setting])
+        rows.append(_label(setting, several_lengths) + _size_cells(runs, dense_parameters) + protocol_cells(runs)
+                    + grid[setting])
     for target in {(s[2], s[3]) for s in pruned}:  # rank methods only against others at the same target
         group = [s for s in pruned if (s[2], s[3]) == target]
         for index, (_, kind, _) in enumerate(columns):
@@ -69,7 +72,7 @@ def _model_table(model: str, settings: dict, resamples: int) -> Table:
                 mark_best(cells, kind == "ppl", comparer(kind, resamples))
             elif kind is not None:  # a timing taken on a loaded machine is never ranked
                 mark_ranked([c for c in cells if not c.flag], kind, BEST, TIED)
-    headers = ["method", "target", "removed %", "params M", "params kept %"] + [c[0] for c in columns]
+    headers = ["method", "target", "removed %", "params M", "params kept %", *PROTOCOL] + [c[0] for c in columns]
     return Table(f"{model}, structured pruning (whole heads, channels or layers removed)", headers, rows,
                  table_notes(rows, columns, resamples))
 
@@ -98,6 +101,23 @@ def _size_cells(runs: list[dict], dense_parameters: int | None) -> list:
             for values, scale, decimals in ((removed, 100.0, 1), (after, 1e-6, 2), (kept, 100.0, 1))]
 
 
+def protocol_cells(runs: list[dict]) -> list[str]:
+    """What the row's method removed, its calibration (source windows x length), whether each layer was
+    scored on dense or pruned inputs, and the perplexity evaluation's window length(s)."""
+    record = runs[0]
+    lengths = "/".join(str(v["window_length"]) for _, v in sorted((record.get("perplexity") or {}).items())
+                       if isinstance(v, dict) and "window_length" in v)
+    if not is_structured_record(record):
+        return ["", "", "", lengths]
+    details, cell = record[STRUCTURED], record["cell"]
+    prunes = " + ".join(KIND_NAMES.get(k, k) for k in details.get("kinds", []))
+    propagation = str(details.get("propagate", ""))
+    # The record's wording carries its reason in parentheses; the column keeps the choice.
+    propagation = "dense (gradients)" if propagation.startswith("not applicable") else propagation.split(" (")[0]
+    calibration = f"{cell.get('calibration_dataset')} {details.get('nsamples')}x{details.get('seqlen')}"
+    return [prunes, calibration, propagation, lengths]
+
+
 def _ppl_reader(label: str, resamples: int):
     def read(runs: list[dict]):
         return perplexity_cell(runs, label, resamples) or ""
@@ -121,7 +141,9 @@ def _value_reader(metric, value):
 
 def _seconds(runs: list[dict]):
     values = [(r.get("timings") or {}).get("total") for r in runs]
-    return "" if not values or None in values else Cell(*spread(values), seeds=seeds_of(runs))
+    if not values or None in values:
+        return ""
+    return Cell(*spread(values), seeds=seeds_of(runs), flag=CONTENDED if any(map(run_contended, runs)) else "")
 
 
 def table_notes(rows: list, columns: list, resamples: int) -> list[str]:
@@ -130,7 +152,11 @@ def table_notes(rows: list, columns: list, resamples: int) -> list[str]:
         by_kind.setdefault(kind, []).extend(row[FIXED + i] for row in rows)
     notes = ["target: the share of the prunable (decoder linear) parameters asked for; removed: the share "
              "actually removed (whole heads, channels and layers make it coarse); params: the pruned model's "
-             "parameters, embeddings included, and their share of the dense model's."]
+             "parameters, embeddings included, and their share of the dense model's.",
+             "prunes: the structures the method removes; calibration: source windows x tokens; propagation: "
+             "whether each layer was scored on the dense model's activations or on those of the layers already "
+             "pruned; eval L: the perplexity windows' length (the FLAP / LLM-Pruner family evaluates at 128, "
+             "CFSP at 1024: perplexities at different L are not comparable)."]
     notes += [f"perplexity, {n}" for n in interval_notes(by_kind.get("ppl", []), "windows", resamples)]
     notes += [f"accuracy, {n}" for n in interval_notes(by_kind.get("acc", []), "items", resamples)]
     if any(isinstance(c, Cell) and c.has_interval for kind in (True, False) for c in by_kind.get(kind, [])):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..api.errors import UsageError
 from ..api.metric import Metric
-from ..api.records import run_contended, unstructured_records
+from ..api.records import run_contended, unstructured_records, with_reading_names
 from ..api.tables import BEST, CONTENDED, DAGGER, Cell, Table, latex_text
 from ..metrics.run import registered_metrics
 from ..metrics.uncertainty import RESAMPLES
@@ -152,7 +152,7 @@ def write_report(results_dir: "str | Path", fmt: str = "github", out: "str | Pat
     """Render every table (written to `out`, default results_dir/report) and draw the plots;
     returns the text. `reference` is the method the paired comparisons are made against."""
     check_format(fmt)
-    records = ResultsStore(results_dir).records()
+    records = with_reading_names(ResultsStore(results_dir).records())
     if not records:
         raise UsageError(f"No results in {results_dir}; run 'prunebench run' first.")
     out = Path(out) if out else Path(results_dir) / "report"

@@ -7,7 +7,7 @@
 set -e
 cd "$(dirname "$0")/../.."
 dense=""
-for method in cfsp flap shortgpt saap wanda-sp; do
+for method in cfsp flap shortgpt saap-standin wanda-sp; do
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/prunebench prune --model smollm2-135m --method "$method" \
     --sparsity 0.5 --calib-dataset pydoc --nsamples 32 --seqlen 512 --batch-size 4 \
     --eval-dataset wikitext2 --data-dir ../shared/data --eval-seqlen 512 --eval-windows 8 $dense \
