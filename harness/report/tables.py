@@ -126,7 +126,9 @@ def timing_tables(records: list[dict], fmt: str = "github") -> list[tuple[str, s
 def report_tables(records: list[dict], reference: str | None = REFERENCE, *, resamples: int = RESAMPLES) -> list[Table]:
     """Every table of a report, unrendered (cells keep their marks): each registered metric's tables in
     registration order, then pruning time, for the unstructured cells; then the structured cells' own
-    tables, so that no ranking mixes the two. The HTML report renders these same objects."""
+    tables, so that no ranking mixes the two. The HTML report renders these same objects. A renamed
+    reading's old records show its present name (`with_reading_names`, idempotent)."""
+    records = with_reading_names(records)
     unstructured = unstructured_records(records)
     tables = []
     if any(r["cell"]["method"] != "dense" for r in unstructured) or len(unstructured) == len(records):
