@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "prunebench.baselines.wanda",
     "prunebench.baselines.ria",
     "prunebench.baselines.sparsegpt",
+    "prunebench.baselines.dsnot",
     "prunebench.plugins.ace",
     "prunebench.pruning.owl",
     "prunebench.pruning.structured_allocation",

@@ -1,0 +1,198 @@
+"""DSnoT (Zhang et al., ICLR 2024; github.com/zyxxmu/DSnoT): a training-free prune-and-grow pass on top
+of another method's mask, as the authors' lib/prune.py (`prune_DSnoT`, HEAD 4c029df) runs it.
+
+Per output row r of a linear with weights W and calibration inputs x, D_rj = W_rj S_j with S_j the mean
+over calibration sequences of sum_t x_tj, and the row's reconstruction error e_r = sum over its pruned j
+of D_rj (the dense output minus the sparse one, summed over tokens). Each cycle swaps, in every row
+still active, one pruned weight back in and one kept weight out, so that e moves towards 0:
+- regrow: the pruned j with the largest D_rj / var_j when e_r > 0, the smallest when e_r <= 0 (var_j:
+  the within-sequence variance of x_j averaged over sequences, to the power `pow_of_var_regrowing`;
+  a list sorted once, walked by one pointer from each end);
+- prune (unstructured): among kept weights ordered as the authors order them (D < 0 by ascending
+  Wanda score, then D >= 0 by descending Wanda score, whatever the base method), the next from the
+  front when e_r >= 0, from the back when e_r < 0; (N:M) the kept weight with the smallest base score
+  in the regrown weight's own block of M, so the N:M pattern holds;
+- a row stops for good once |e_r| <= `update_threshold` before a swap (N:M also stops a row whose swap
+  would flip the sign of e_r against its initial sign; the unstructured branch runs without that check,
+  the authors' default `--without_same_sign`); at most `max_cycle_time` cycles.
+Kept weights keep their dense values (DSnoT changes the mask only). Linears whose first name part is
+`skip_layer` (authors' default "mlp": the MLP projections) keep the base mask.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prunebench import PruningMethod, RunningMean, Statistic, UsageError, hookimpl, registry
+
+if TYPE_CHECKING:
+    import torch
+
+REQUIRED = ("input_sq_norm", "input_sum", "input_var")  # Wanda's scaler_row, DSnoT's sum_metric_row and var
+
+
+class DSnoT(PruningMethod):
+    name = "dsnot"
+    description = ("DSnoT prune-and-grow on another method's mask (base=wanda|magnitude|ria|...): swaps pruned and "
+                   "kept weights per row to drive the summed output error to 0; authors' defaults (50 cycles, "
+                   "threshold 0.1, MLP skipped)")
+    arguments = {"base": "wanda", "max_cycle_time": 50, "update_threshold": 0.1, "pow_of_var_regrowing": 1.0,
+                 "skip_layer": "mlp", "group": "row"}
+
+    def base(self, arguments) -> tuple[PruningMethod, dict]:
+        name = arguments["base"]
+        if name == self.name:
+            raise UsageError("dsnot.base cannot be dsnot: name the method whose mask DSnoT starts from (e.g. wanda).")
+        method = registry.get_method(name)
+        if type(method).update is not PruningMethod.update:
+            raise UsageError(f"dsnot cannot start from '{name}': it changes the kept weights, and DSnoT keeps their "
+                             f"dense values; use base=wanda, magnitude or ria.")
+        return method, method.resolve_arguments({"group": arguments["group"]} if "group" in method.arguments else {})
+
+    def resolve_arguments(self, given):
+        resolved = super().resolve_arguments(given)
+        if resolved["max_cycle_time"] < 0 or resolved["update_threshold"] < 0:
+            raise UsageError("Bad dsnot.max_cycle_time / update_threshold: both must be >= 0.")
+        self.base(resolved)  # an unknown base is refused before any model loads
+        return resolved
+
+    def required_statistics(self, arguments):
+        method, base_args = self.base(arguments)
+        return tuple(dict.fromkeys(method.required_statistics(base_args) + REQUIRED))
+
+    def select(self, weight, stats, context, **args):
+        method, base_args = self.base(args)
+        initial = method.select(weight, stats, context, **base_args)
+        if context.linear_name.split(".")[0] == args["skip_layer"]:
+            return initial
+        w = weight.float()
+        metric = w * stats["input_sum"].float().reshape(1, -1)
+        variance = stats["input_var"].float().reshape(1, -1) ** args["pow_of_var_regrowing"] \
+            if args["pow_of_var_regrowing"] else None
+        if context.target.is_n_m:
+            base_score = method.score(weight, stats, **base_args).float()
+            return grow_and_prune_n_m(initial, metric, variance, base_score, context.target.m,
+                                      args["max_cycle_time"], args["update_threshold"])
+        wanda = w.abs() * stats["input_sq_norm"].float().sqrt().reshape(1, -1)
+        return grow_and_prune(initial, metric, variance, wanda, args["max_cycle_time"], args["update_threshold"])
+
+
+def _regrow_order(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
+    """Every column of each row by ascending D / var over the pruned weights (kept ones count 0), stable."""
+    import torch
+
+    candidate = metric * mask
+    if variance is not None:
+        candidate = candidate / variance
+    return torch.sort(candidate, dim=1, stable=True).indices
+
+
+def _take(order: torch.Tensor, pointers: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """order[r, pointers[r, side[r]]] per row, (rows, 1); then that pointer moves inwards (+1 front, -1 back)."""
+    import torch
+
+    at = pointers.gather(1, side)
+    picked = order.gather(1, at.clamp(0, order.shape[1] - 1))  # clamped only where a tiny row runs out
+    pointers.scatter_(1, side, at + torch.where(side == 0, 1, -1))
+    return picked
+
+
+def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tensor | None, wanda: torch.Tensor,
+                   cycles: int, threshold: float) -> torch.Tensor:
+    """The unstructured branch (the authors' lib/prune.py, lines 667-852): the final mask, True = pruned."""
+    import torch
+
+    mask = mask.clone()
+    rows = mask.shape[0]
+    error = (metric * mask).sum(dim=1, keepdim=True)
+    regrow = _regrow_order(mask, metric, variance)
+    regrow_pointers = torch.stack([torch.zeros(rows, dtype=torch.long),
+                                   torch.full((rows,), mask.shape[1] - 1, dtype=torch.long)], dim=1)
+    # Kept weights with D < 0 by ascending Wanda score, then those with D >= 0 by descending score;
+    # pruned weights after them (never reached: the back pointer starts at the row's last kept one).
+    kept = mask.logical_not()
+    by_score = torch.sort(torch.where(metric < 0, wanda, -wanda), dim=1, stable=True).indices
+    group = torch.where(kept, (metric >= 0).long(), 2).gather(1, by_score)
+    prune = by_score.gather(1, torch.sort(group, dim=1, stable=True).indices)
+    prune_pointers = torch.stack([torch.zeros(rows, dtype=torch.long), kept.sum(dim=1) - 1], dim=1)
+    active = torch.ones(rows, 1, dtype=torch.bool)
+    for _ in range(cycles):
+        if not active.any():
+            break
+        grown = _take(regrow, regrow_pointers, (error > 0).long())
+        pruned = _take(prune, prune_pointers, (error < 0).long())
+        grown_metric, pruned_metric = metric.gather(1, grown), metric.gather(1, pruned)
+        active &= error.abs() > threshold
+        mask.scatter_(1, pruned, active)
+        mask.scatter_(1, grown, active.logical_not())
+        error += torch.where(active, pruned_metric - grown_metric, 0.0)
+    return mask
+
+
+def grow_and_prune_n_m(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tensor | None,
+                       score: torch.Tensor, m: int, cycles: int, threshold: float) -> torch.Tensor:
+    """The N:M branch (lines 520-665): each swap stays inside the regrown weight's block of m columns."""
+    import torch
+
+    mask = mask.clone()
+    rows = mask.shape[0]
+    error = (metric * mask).sum(dim=1, keepdim=True)
+    initial_sign = error.sign()
+    regrow = _regrow_order(mask, metric, variance)
+    regrow_pointers = torch.stack([torch.zeros(rows, dtype=torch.long),
+                                   torch.full((rows,), mask.shape[1] - 1, dtype=torch.long)], dim=1)
+    score = score.masked_fill(mask, float("inf"))  # pruned weights are never the one pruned
+    offsets = torch.arange(m).reshape(1, -1)
+    active = torch.ones(rows, 1, dtype=torch.bool)
+    for _ in range(cycles):
+        if not active.any():
+            break
+        grown = _take(regrow, regrow_pointers, (error > 0).long())
+        block = grown - grown % m + offsets
+        pruned = block.gather(1, score.gather(1, block).argmin(dim=1, keepdim=True))
+        grown_metric, pruned_metric = metric.gather(1, grown), metric.gather(1, pruned)
+        after = error + pruned_metric - grown_metric
+        active &= (initial_sign == after.sign()) & (error.abs() > threshold)
+        score.scatter_(1, pruned, float("inf"))
+        mask.scatter_(1, pruned, active)
+        mask.scatter_(1, grown, active.logical_not())
+        error += torch.where(active, pruned_metric - grown_metric, 0.0)
+    return mask
+
+
+class _InputSum(RunningMean):
+    def fold(self, inputs, outputs):
+        for window in self.windows(inputs):
+            self.total += window.sum(dim=0).double()
+
+
+class _InputVariance(RunningMean):
+    def fold(self, inputs, outputs):
+        for window in self.windows(inputs):
+            self.total += window.var(dim=0, unbiased=False).double()
+
+
+class InputSum(Statistic):
+    name = "input_sum"
+    description = "per input feature j: mean over sequences of sum_t x_tj (DSnoT's sum_metric_row)"
+
+    def accumulator(self, linear, device, arguments):
+        return _InputSum((linear.in_features,), device)
+
+
+class InputVariance(Statistic):
+    name = "input_var"
+    description = "per input feature j: mean over sequences of the within-sequence variance of x_j (DSnoT's var)"
+
+    def accumulator(self, linear, device, arguments):
+        return _InputVariance((linear.in_features,), device)
+
+
+@hookimpl
+def register_methods(register):
+    register(DSnoT())
+
+
+@hookimpl
+def register_statistics(register):
+    register(InputSum())
+    register(InputVariance())

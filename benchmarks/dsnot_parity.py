@@ -1,0 +1,74 @@
+"""DSnoT parity: prunebench's `dsnot` (base wanda) against the authors' own `prune_DSnoT`, on the same
+model and calibration tokens, on CPU: the share of every linear's weights whose pruned/kept state agrees.
+
+The authors' code is imported from a checkout of github.com/zyxxmu/DSnoT (`--authors DIR`, the folder
+holding lib/prune.py) and run as it is with main.py's defaults (max_cycle_time 50, update_threshold 0.1,
+pow_of_var_regrowing 1, skip_layer mlp, without_same_sign True). Adapters that leave their arithmetic
+alone: their `get_loaders` returns our calibration windows, `model.seqlen` and an empty `hf_device_map`
+are set, and decoder layers compute their rotary embeddings (benchmarks/authors_code.py).
+
+    git clone https://github.com/zyxxmu/DSnoT /tmp/dsnot-authors
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dsnot_parity.py --authors /tmp/dsnot-authors \
+        [--sparsity 0.6] [--nsamples 16] [--seqlen 128]
+
+Prints the linears whose masks differ and the overall agreement."""
+from __future__ import annotations
+
+import argparse
+import copy
+from types import SimpleNamespace
+
+import torch
+from authors_code import import_authors, with_position_embeddings
+
+import prunebench
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--authors", required=True, help="a checkout of github.com/zyxxmu/DSnoT")
+parser.add_argument("--model", default="smollm2-135m")
+parser.add_argument("--calib", default="pydoc")
+parser.add_argument("--nsamples", type=int, default=16)
+parser.add_argument("--seqlen", type=int, default=128)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--sparsity", type=float, default=0.6)
+parser.add_argument("--data-dir", default="../shared/data")
+args = parser.parse_args()
+
+
+def authors_dsnot(model, calibration: torch.Tensor) -> None:
+    prune = import_authors(args.authors, "lib.prune")
+    prune.get_loaders = lambda *a, **k: ([(window.unsqueeze(0), None) for window in calibration], None)
+    model.seqlen = calibration.shape[1]
+    model.hf_device_map = {}
+    with_position_embeddings(model)
+    settings = SimpleNamespace(nsamples=calibration.shape[0], seed=args.seed, initial_method="wanda",
+                               sparsity_ratio=args.sparsity, max_cycle_time=50, update_threshold=0.1,
+                               pow_of_var_regrowing=1, pow_of_var_pruning=1, skip_layer="mlp",
+                               skip_sub_layer="no_skip", without_DSnoT=False, without_same_sign=True,
+                               get_time_overhead=False, output_results_file=None)
+    prune.prune_DSnoT(settings, model, None, device=torch.device("cpu"))
+
+
+def main() -> None:
+    dense, tokenizer = prunebench.load_model(args.model)
+    dense.eval()
+    calibration = prunebench.calibration_windows(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                                 data_dir=args.data_dir)
+    ours = copy.deepcopy(dense)
+    prunebench.prune(ours, "dsnot", args.sparsity, calibration, batch_size=1, device="cpu", base="wanda")
+    theirs = copy.deepcopy(dense)
+    with torch.no_grad():
+        authors_dsnot(theirs, calibration)
+    agree = total = 0
+    print(f"{args.model}, {args.calib} {args.nsamples}x{args.seqlen} seed {args.seed}, wanda + DSnoT at {args.sparsity}")
+    for index, (a, b) in enumerate(zip(prunebench.decoder_layers(ours), prunebench.decoder_layers(theirs))):
+        for name, linear in prunebench.prunable_linears(a).items():
+            same = (linear.weight == 0) == (prunebench.prunable_linears(b)[name].weight == 0)
+            agree, total = agree + int(same.sum()), total + same.numel()
+            if not same.all():
+                print(f"layer {index} {name}: {int((~same).sum())} of {same.numel()} weights differ")
+    print(f"masks agree on {agree}/{total} weights ({agree / total:.6%}); identical: {agree == total}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+#!/bin/sh
+# Wanda + DSnoT at 60% against the authors' prune_DSnoT (benchmarks/dsnot_parity.py); AUTHORS: a checkout of github.com/zyxxmu/DSnoT.
+AUTHORS=${AUTHORS:-/tmp/dsnot-authors}
+cd benchmarks && HF_HUB_OFFLINE=1 ../.venv/bin/python dsnot_parity.py --authors "$AUTHORS" --data-dir ../../shared/data 2>/dev/null \
+  | sed -n '/^smollm2/,$p'
