@@ -122,10 +122,20 @@ def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Ten
         pruned = _take(prune, prune_pointers, (error < 0).long())
         grown_metric, pruned_metric = metric.gather(1, grown), metric.gather(1, pruned)
         active &= error.abs() > threshold
-        mask.scatter_(1, pruned, active)
-        mask.scatter_(1, grown, active.logical_not())
-        error += torch.where(active, pruned_metric - grown_metric, 0.0)
+        _swap(mask, grown, pruned, active, error, grown_metric, pruned_metric)
     return mask
+
+
+def _swap(mask, grown, pruned, active, error, grown_metric, pruned_metric) -> None:
+    """In the active rows, regrow `grown` and prune `pruned`, moving the error by the difference; a row whose
+    picks are not a pruned and a kept weight (its list pointer ran into the other kind) skips this cycle."""
+    import torch
+
+    was_pruned, was_kept = mask.gather(1, grown), mask.gather(1, pruned).logical_not()
+    swap = active & was_pruned & was_kept
+    mask.scatter_(1, pruned, swap | was_kept.logical_not())
+    mask.scatter_(1, grown, was_pruned & swap.logical_not())
+    error += torch.where(swap, pruned_metric - grown_metric, 0.0)
 
 
 def grow_and_prune_n_m(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tensor | None,
@@ -151,11 +161,10 @@ def grow_and_prune_n_m(mask: torch.Tensor, metric: torch.Tensor, variance: torch
         pruned = block.gather(1, score.gather(1, block).argmin(dim=1, keepdim=True))
         grown_metric, pruned_metric = metric.gather(1, grown), metric.gather(1, pruned)
         after = error + pruned_metric - grown_metric
-        active &= (initial_sign == after.sign()) & (error.abs() > threshold)
+        valid = mask.gather(1, grown) & mask.gather(1, pruned).logical_not()
+        active &= (valid.logical_not() | (initial_sign == after.sign())) & (error.abs() > threshold)
         score.scatter_(1, pruned, float("inf"))
-        mask.scatter_(1, pruned, active)
-        mask.scatter_(1, grown, active.logical_not())
-        error += torch.where(active, pruned_metric - grown_metric, 0.0)
+        _swap(mask, grown, pruned, active, error, grown_metric, pruned_metric)
     return mask
 
 

@@ -28,6 +28,7 @@ from .data.datasets import (
 from .models.checkpoints import register_with_transformers as register_pruned_models
 from .models.loading import load_model, parse_dtype
 from .pruning.masks import tied_at_cut
+from .pruning.recovery import capacity_ranks, lora_parameters_per_rank, lora_recovery
 from .pruning.structured_allocation import Plan, mean_preserving_ratios
 from .store.results import ResultsStore
 
@@ -126,6 +127,9 @@ __all__ = [
     "LinearContext",
     "load_model",
     "mean_preserving_ratios",
+    "capacity_ranks",
+    "lora_parameters_per_rank",
+    "lora_recovery",
     "Metric",
     "MetricContext",
     "ModelAlias",

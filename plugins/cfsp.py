@@ -34,7 +34,10 @@ from prunebench import (
     LayerScores,
     StructuredMethod,
     UsageError,
+    capacity_ranks,
     hookimpl,
+    lora_parameters_per_rank,
+    lora_recovery,
     mean_preserving_ratios,
     token_cosines,
 )
@@ -89,8 +92,24 @@ class CFSP(StructuredMethod):
     statistics = ("input_sq_norm",)
     needs_hidden = True
     allocation = "cfsp"
-    arguments = {"a": 1.0, "b": 1.0, "c": 1.0}
+    # Recovery (off by default; not in the authors' code): LoRA for recover_tokens calibration tokens with
+    # lora_capacity "importance" (each layer's rank in proportion to its coarse importance, our reading of
+    # the paper's importance-guided fine-tuning) or "uniform", at the same trainable-parameter budget.
+    arguments = {"a": 1.0, "b": 1.0, "c": 1.0, "recover_tokens": 0, "lora_rank": 8, "lora_lr": 1e-4,
+                 "lora_capacity": "importance"}
     version = "2"  # 1 was today's cfsp-normalized under this name
+
+    def recover(self, model, calibration, device, recover_tokens=0, lora_rank=8, lora_lr=1e-4,
+                lora_capacity="importance", layer_importance=(), **args):
+        if lora_capacity not in ("importance", "uniform"):
+            raise UsageError(f"Bad cfsp.lora_capacity '{lora_capacity}': use importance or uniform.")
+        if recover_tokens <= 0:
+            return None
+        ranks = None
+        if lora_capacity == "importance":
+            ranks = capacity_ranks(list(layer_importance), lora_rank, lora_parameters_per_rank(model))
+        return {"capacity": lora_capacity,
+                **lora_recovery(model, calibration, device, recover_tokens, lora_rank, lora_lr, ranks)}
 
     def score_layer(self, evidence, a=1.0, b=1.0, c=1.0, **args):
         mlp = evidence.structure.mlp

@@ -16,10 +16,10 @@ one constant per kind and leaves every ranking unchanged.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING
 
-from prunebench import LayerAllocation, LayerScores, StructuredMethod, UsageError, hookimpl, mean_preserving_ratios
+from prunebench import (LayerAllocation, LayerScores, StructuredMethod, UsageError, hookimpl, lora_recovery,
+                        mean_preserving_ratios)
 from prunebench.baselines.structured import BOTH_KINDS, vector_and_element
 
 if TYPE_CHECKING:  # torch loads with the first tensor, not with the plugin (fast `validate`)
@@ -65,41 +65,6 @@ class SAAP(StructuredMethod):
         if recover_tokens <= 0:
             return None
         return lora_recovery(model, calibration, device, recover_tokens, lora_rank, lora_lr)
-
-
-def lora_recovery(model, calibration: torch.Tensor, device: torch.device, tokens: int, rank: int, lr: float) -> dict:
-    """LoRA on every decoder linear for `tokens` calibration tokens (cycling the windows), merged back."""
-    import torch
-
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise UsageError("LoRA recovery needs peft: pip install 'prunebench[recovery]'.") from None
-    start = time.perf_counter()
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    peft_model = get_peft_model(model, config)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
-    peft_model.train()
-    seen, steps, losses = 0, 0, []
-    with torch.enable_grad():
-        while seen < tokens:
-            for window in calibration:
-                batch = window.unsqueeze(0).to(device)
-                loss = peft_model(input_ids=batch, labels=batch, use_cache=False).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                losses.append(float(loss))
-                seen, steps = seen + batch.numel(), steps + 1
-                if seen >= tokens:
-                    break
-    merged = peft_model.merge_and_unload()
-    merged.eval()
-    if merged is not model:
-        raise RuntimeError("peft returned a different model object; the pruned model was not updated in place")
-    return {"tokens": seen, "steps": steps, "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
-            "seconds": round(time.perf_counter() - start, 2), "rank": rank, "lr": lr}
 
 
 def ranked_removal_ratios(importance: list[float], sparsity: float, protect: float) -> list[float]:

@@ -60,3 +60,32 @@ def test_angular_importance_sums_tokens_reads_nan_as_half_and_never_returns_nan(
     same = torch.randn(1, 64, 576, generator=generator) * torch.logspace(0, 3, 576)
     # 19 of these 64 cosines of a token with itself round above 1 in float32 (arccos: NaN).
     assert math.isfinite(angular_importance_sum([same], [same.clone()]))
+
+
+def test_lora_capacity_follows_importance_at_the_uniform_budget():
+    from prunebench import capacity_ranks
+    from prunebench.api.errors import UsageError
+
+    # Equal layer widths: ranks 4 x [1, 2, 3] x 3 / 6 = [2, 4, 6], the same 12 rank units as 4 everywhere.
+    assert capacity_ranks([1.0, 2.0, 3.0], 4, [10, 10, 10]) == [2, 4, 6]
+    # A wider layer costs more per rank: budget 4 x (10 + 30) = 160 = r0 x 10 + r1 x 30 with r1 = r0:
+    # scale = 4 x 40 / (1 x 10 + 1 x 30) = 4, so both keep 4; with importances 1 and 3, scale = 160 / 100.
+    assert capacity_ranks([1.0, 1.0], 4, [10, 30]) == [4, 4]
+    assert capacity_ranks([1.0, 3.0], 4, [10, 30]) == [2, 5]  # 1.6 -> 2, 4.8 -> 5
+    assert capacity_ranks([0.0, 1.0], 1, [10, 10]) == [1, 2]  # never below rank 1
+    with pytest.raises(UsageError, match="use lora_capacity=uniform"):
+        capacity_ranks([0.0, 0.0], 4, [10, 10])
+
+
+@pytest.mark.parametrize("capacity", ["importance", "uniform"])
+def test_cfsp_recovery_gives_each_layer_its_rank_and_merges(capacity, tiny_calibration):
+    pytest.importorskip("peft")
+    from prunebench import load_model, structured_prune
+
+    model, _ = load_model("tiny-llama")
+    report = structured_prune(model, "cfsp", 0.3, tiny_calibration, batch_size=2, recover_tokens=64, lora_rank=4,
+                              lora_capacity=capacity)
+    note = next(n for n in report.notes if n.startswith("recovery:"))
+    assert f"'capacity': '{capacity}'" in note and "recovery" in report.timings
+    assert ("layer_ranks" in note) == (capacity == "importance")
+    assert not any("lora" in name for name, _ in model.named_parameters())

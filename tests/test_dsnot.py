@@ -71,7 +71,7 @@ def test_dsnot_on_a_tiny_model_keeps_the_budget_and_changes_the_mask(tiny_llama,
     wanda, dsnot = copy.deepcopy(model), copy.deepcopy(model)
     prune(wanda, "wanda", sparsity, tiny_calibration)
     report = prune(dsnot, "dsnot", sparsity, tiny_calibration, skip_layer="none", update_threshold=0.0,
-                   max_cycle_time=4)  # few: tiny rows would let the two pointers of a list cross
+                   max_cycle_time=4)
     assert report.overall_sparsity == pytest.approx(0.5, abs=1e-6)
     changed = 0
     for (name, a), (_, b) in zip(wanda.named_parameters(), dsnot.named_parameters()):

@@ -130,7 +130,8 @@ class StructuredMethod:
         return scores
 
     def recover(self, model: nn.Module, calibration: torch.Tensor, device: torch.device, **args: Any) -> dict | None:
-        """An optional recovery step after removal (SAAP's LoRA fine-tuning); timed separately."""
+        """An optional recovery step after removal (LoRA fine-tuning); timed separately. `args` holds the
+        method's arguments and `layer_importance`, the layer importances the scoring produced."""
         return None
 
     def compensate(self, structure: LayerStructure, removed: Mapping[str, torch.Tensor], scores: LayerScores,

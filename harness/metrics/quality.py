@@ -13,9 +13,12 @@ from .zeroshot import TaskSpec, evaluate_tasks, unknown_tasks
 
 
 # Published perplexity protocols a grid names instead of seqlen and max_windows. FLAP, LLM-Pruner and
-# Wanda-sp (the structured-pruning family) evaluate WikiText-2 test joined with "\n\n" in every
-# non-overlapping window of 128 tokens (LLM-Pruner's LLMPruner/evaluator/ppl.py, FLAP's lib/eval.py):
-# the same text and windows as ours at seqlen 128 without a cap, so its label is ours ("wikitext2-128").
+# Wanda-sp (the structured-pruning family) tokenize WikiText-2 test joined with "\n\n" once (tokenizer
+# defaults), score every non-overlapping 128-token window (tail dropped, 127 targets each) and report
+# exp of the mean token NLL: LLM-Pruner 128a07d LLMPruner/datasets/ppl_dataset.py L34-39,
+# LLMPruner/evaluator/ppl.py L7 and L32, hf_prune.py L283; FLAP 3bb57db main.py L40 (seqlen 128),
+# lib/eval.py L55-91. The same text and windows as ours at seqlen 128 without a cap, so the label is
+# ours ("wikitext2-128"); they evaluate in fp16, ours in the grid's dtype.
 PERPLEXITY_PROTOCOLS = {"llm-pruner": {"seqlen": 128, "max_windows": None}}
 
 

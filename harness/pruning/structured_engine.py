@@ -290,7 +290,7 @@ def structured_prune(model: nn.Module, method: "str | StructuredMethod", sparsit
                     _remove_lowest(method, structure, layer_scores, removed, arguments)
     # Recovery (SAAP's LoRA step) is timed apart from the pruning total and outside its memory peak.
     recovery_start = time.perf_counter()
-    recovered = method.recover(model, calibration, device, **arguments)
+    recovered = method.recover(model, calibration, device, layer_importance=report.layer_importance, **arguments)
     if recovered is not None:
         report.notes.append(f"recovery: {recovered}")
         watch.totals["recovery"] = time.perf_counter() - recovery_start
