@@ -32,7 +32,39 @@ parser.add_argument("--seqlen", type=int, default=128)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--sparsity", type=float, default=0.6)
 parser.add_argument("--data-dir", default="../shared/data")
+parser.add_argument("--their-rounding", action="store_true",
+                    help="an experiment: accumulate our three statistics as their WrappedGPT does (float32 running "
+                         "means, one sequence at a time) to see whether the masks then agree")
 args = parser.parse_args()
+
+
+class TheirRunningMeans(prunebench.Accumulator):
+    """The authors' LW:37-60 updates in float32: scaler_row and sum_metric_row rescaled per sequence, var
+    a token-weighted running mean of the per-sequence population variance."""
+
+    def __init__(self, kind: str, width: int):
+        self.kind, self.value, self.n, self.tokens = kind, torch.zeros(width), 0, 0
+
+    def add(self, inputs, outputs, nsequences):
+        for window in inputs.reshape(nsequences, -1, inputs.shape[-1]).float():
+            x = window.t()
+            if self.kind == "input_var":
+                var = torch.var(x, dim=1, unbiased=False)
+                self.value = var if self.tokens == 0 else (self.value * self.tokens + var * x.shape[1]) / (self.tokens + x.shape[1])
+                self.tokens += x.shape[1]
+                continue
+            self.value *= self.n / (self.n + 1)
+            self.n += 1
+            self.value += (torch.norm(x, p=2, dim=1) ** 2 if self.kind == "input_sq_norm" else x.sum(dim=1)) / self.n
+
+    def result(self):
+        return self.value
+
+
+def their_rounding() -> None:
+    for name in ("input_sq_norm", "input_sum", "input_var"):
+        statistic = prunebench.registry.get_statistic(name)
+        statistic.accumulator = lambda linear, device, arguments, _name=name: TheirRunningMeans(_name, linear.in_features)
 
 
 def authors_dsnot(model, calibration: torch.Tensor) -> None:
@@ -55,12 +87,15 @@ def main() -> None:
     calibration = prunebench.calibration_windows(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
                                                  data_dir=args.data_dir)
     ours = copy.deepcopy(dense)
+    if args.their_rounding:
+        their_rounding()
     prunebench.prune(ours, "dsnot", args.sparsity, calibration, batch_size=1, device="cpu", base="wanda")
     theirs = copy.deepcopy(dense)
     with torch.no_grad():
         authors_dsnot(theirs, calibration)
     agree = total = 0
-    print(f"{args.model}, {args.calib} {args.nsamples}x{args.seqlen} seed {args.seed}, wanda + DSnoT at {args.sparsity}")
+    print(f"{args.model}, {args.calib} {args.nsamples}x{args.seqlen} seed {args.seed}, wanda + DSnoT at {args.sparsity}"
+          f"{', our statistics accumulated with their rounding' if args.their_rounding else ''}")
     for index, (a, b) in enumerate(zip(prunebench.decoder_layers(ours), prunebench.decoder_layers(theirs))):
         for name, linear in prunebench.prunable_linears(a).items():
             same = (linear.weight == 0) == (prunebench.prunable_linears(b)[name].weight == 0)
