@@ -86,6 +86,13 @@ def _regrow_order(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tens
     return torch.sort(candidate, dim=1, stable=True).indices
 
 
+def _ends(last: torch.Tensor) -> torch.Tensor:
+    """Each row's two list pointers, (rows, 2): the front at 0, the back at `last`."""
+    import torch
+
+    return torch.stack([torch.zeros_like(last), last], dim=1)
+
+
 def _take(order: torch.Tensor, pointers: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
     """order[r, pointers[r, side[r]]] per row, (rows, 1); then that pointer moves inwards (+1 front, -1 back)."""
     import torch
@@ -105,15 +112,14 @@ def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Ten
     rows = mask.shape[0]
     error = (metric * mask).sum(dim=1, keepdim=True)
     regrow = _regrow_order(mask, metric, variance)
-    regrow_pointers = torch.stack([torch.zeros(rows, dtype=torch.long),
-                                   torch.full((rows,), mask.shape[1] - 1, dtype=torch.long)], dim=1)
+    regrow_pointers = _ends(torch.full((rows,), mask.shape[1] - 1, dtype=torch.long))
     # Kept weights with D < 0 by ascending Wanda score, then those with D >= 0 by descending score;
     # pruned weights after them (never reached: the back pointer starts at the row's last kept one).
     kept = mask.logical_not()
     by_score = torch.sort(torch.where(metric < 0, wanda, -wanda), dim=1, stable=True).indices
     group = torch.where(kept, (metric >= 0).long(), 2).gather(1, by_score)
     prune = by_score.gather(1, torch.sort(group, dim=1, stable=True).indices)
-    prune_pointers = torch.stack([torch.zeros(rows, dtype=torch.long), kept.sum(dim=1) - 1], dim=1)
+    prune_pointers = _ends(kept.sum(dim=1) - 1)
     active = torch.ones(rows, 1, dtype=torch.bool)
     for _ in range(cycles):
         if not active.any():
@@ -148,8 +154,7 @@ def grow_and_prune_n_m(mask: torch.Tensor, metric: torch.Tensor, variance: torch
     error = (metric * mask).sum(dim=1, keepdim=True)
     initial_sign = error.sign()
     regrow = _regrow_order(mask, metric, variance)
-    regrow_pointers = torch.stack([torch.zeros(rows, dtype=torch.long),
-                                   torch.full((rows,), mask.shape[1] - 1, dtype=torch.long)], dim=1)
+    regrow_pointers = _ends(torch.full((rows,), mask.shape[1] - 1, dtype=torch.long))
     score = score.masked_fill(mask, float("inf"))  # pruned weights are never the one pruned
     offsets = torch.arange(m).reshape(1, -1)
     active = torch.ones(rows, 1, dtype=torch.bool)
