@@ -21,10 +21,12 @@ from .api.tables import Cell, Table
 from .data.datasets import (
     calibration_documents,
     calibration_windows,
+    dataset_problem,
     evaluation_text,
     sample_calibration,
     tokenize_text,
 )
+from .metrics.quality import context_tokens, window_problems
 from .models.checkpoints import register_with_transformers as register_pruned_models
 from .models.loading import load_model, parse_dtype
 from .pruning.masks import tied_at_cut
@@ -49,6 +51,14 @@ def structured_prune(model, method, sparsity, calibration, **method_args):
     from .pruning.structured_engine import structured_prune as prune_structures  # torch loads here
 
     return prune_structures(model, method, sparsity, calibration, **method_args)
+
+
+def evaluation_windows(context, dataset: str, windows: int, seqlen: int):
+    """(n, seqlen) token ids for a metric: the first n = min(windows, tokens // seqlen) non-overlapping
+    windows of `dataset`'s evaluation text (tokenized once per model where the runner caches it)."""
+    from .metrics.perplexity import evaluation_windows as split  # torch loads here
+
+    return split(context_tokens(context, dataset).reshape(-1), seqlen, windows)
 
 
 def decoder_layers(model):

@@ -23,12 +23,24 @@ class TextDataset:
     # One continuous text (WikiText-2, PTB, text:PATH): calibration windows are drawn from it
     # directly, as Wanda's get_wikitext2 does, without a draw for choosing a document.
     single_document: ClassVar[bool] = False
+    # What the text may serve as: a model's own generations are calibration only.
+    roles: ClassVar[tuple[str, ...]] = ("calibration", "evaluation")
+    # Its calibration windows come from the model being pruned (`model_windows`), not from documents.
+    from_model: ClassVar[bool] = False
 
     def calibration_documents(self, path: str | None, dirs: list[Path]) -> list[str]:
         raise NotImplementedError
 
     def evaluation_text(self, path: str | None, dirs: list[Path]) -> str:
         raise NotImplementedError
+
+    def model_windows(self, model, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+        """(nsamples, seqlen) calibration token ids made with the model itself (`from_model` sources)."""
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """Why this source cannot be used here (e.g. the package that carries it is not installed), or None."""
+        return None
 
     def source(self, role: str, path: str | None, dirs: list[Path]) -> "Path | str":
         """Where the text for `role` ("calibration" or "evaluation") comes from: the local file that

@@ -16,7 +16,7 @@ from ..api.metric import DENSE, PRUNED, MetricSpec, check_settings
 from ..api.records import STRUCTURED, UNSTRUCTURED, is_structured_record
 from ..api.sparsity import parse_sparsity
 from ..api.tables import Cell, cell_parts
-from ..data.datasets import resolve_dataset
+from ..data.datasets import calibration_problem, dataset_problem
 from ..grid.cells import cell_provenance, content_hash, expand
 from ..grid.config import BenchmarkConfig, MethodSpec, ModelSpec, Restriction, model_facts
 from ..metrics.quality import PerplexitySpec
@@ -109,11 +109,13 @@ def _one_cell_config(args, method_args: dict):
         method_spec, method = _structured_method(args, method_args)
     else:
         method_spec, method = _unstructured_method(args, method_args)
-    resolve_dataset(args.calib_dataset)  # an unknown dataset is refused before any loading
-    perplexity = []
+    # An unknown dataset, or evaluation text given as calibration, is refused before any loading.
+    problem = calibration_problem(args.calib_dataset, args.data_dir, {args.eval_dataset} - {None})
     if args.eval_dataset:
-        resolve_dataset(args.eval_dataset)
-        perplexity = [PerplexitySpec(args.eval_dataset, args.eval_seqlen, args.eval_windows)]
+        problem = dataset_problem(args.eval_dataset, "evaluation") or problem
+    if problem:
+        raise UsageError(problem)
+    perplexity = [PerplexitySpec(args.eval_dataset, args.eval_seqlen, args.eval_windows)] if args.eval_dataset else []
     tasks = TaskSpec()
     if args.tasks:
         tasks = TaskSpec(tuple(t.strip() for t in args.tasks.split(",") if t.strip()), args.num_fewshot, args.limit,
@@ -123,7 +125,7 @@ def _one_cell_config(args, method_args: dict):
     config = BenchmarkConfig(
         suite="prune", models=[ModelSpec(args.model, args.model)], methods=[method_spec],
         sparsities=[method_spec.only.sparsities[0] if structured else args.sparsity],
-        calibration_dataset=args.calib_dataset, nsamples=args.nsamples, lengths=[args.seqlen], seeds=[args.seed],
+        calibration_sources=[args.calib_dataset], windows=[args.nsamples], lengths=[args.seqlen], seeds=[args.seed],
         perplexity=perplexity, tasks=tasks, data_dir=args.data_dir, device=args.device or "auto", dtype=args.dtype,
         batch_size=args.batch_size, propagate=args.propagate or "pruned", metrics=tuple(metric_specs))
     return config, method

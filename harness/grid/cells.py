@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import types
+from itertools import product
 from dataclasses import asdict, dataclass
 
 from .. import registry
@@ -77,21 +78,21 @@ def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:
-    """Dense baselines first (one per model), then models x methods x sparsity x lengths x seeds,
-    less what a model or method entry leaves out with its own methods/sparsity/lengths/seeds (a
-    structured method runs its own ratios, when its entry gives them, instead of the grid's)."""
+    """Dense baselines first (one per model), then models x methods x sparsity x calibration sources x
+    windows x lengths x seeds, less what a model or method entry leaves out with its own
+    methods/sparsity/lengths/seeds (a structured method runs its own ratios, when its entry gives
+    them, instead of the grid's)."""
     cells = []
     for model in config.models:
         cells.append(Cell(config.suite, model, None, None, None, None, None, None))
         for method in config.methods:
             own = method.structured and method.only.sparsities is not None
-            for sparsity in method.only.sparsities if own else config.sparsities:
-                for seqlen in config.lengths:
-                    for seed in config.seeds:
-                        if model.only.allows(method.label, sparsity, seqlen, seed) and \
-                                method.only.allows(None, sparsity, seqlen, seed):
-                            cells.append(Cell(config.suite, model, method, sparsity, config.calibration_dataset,
-                                              config.nsamples, seqlen, seed))
+            for sparsity, source, windows, seqlen, seed in product(
+                    method.only.sparsities if own else config.sparsities, config.calibration_sources, config.windows,
+                    config.lengths, config.seeds):
+                if model.only.allows(method.label, sparsity, seqlen, seed) and \
+                        method.only.allows(None, sparsity, seqlen, seed):
+                    cells.append(Cell(config.suite, model, method, sparsity, source, windows, seqlen, seed))
     return cells
 
 

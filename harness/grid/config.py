@@ -16,7 +16,7 @@ from ..api.errors import UsageError, did_you_mean
 from ..api.metric import MetricSpec, check_settings
 from ..api.options import DTYPES, PROPAGATIONS
 from ..api.sparsity import parse_sparsity
-from ..data.datasets import dataset_problem
+from ..data.datasets import calibration_problem, dataset_problem
 from ..metrics.quality import PERPLEXITY_PROTOCOLS, PerplexitySpec
 from ..metrics.zeroshot import TaskSpec, unknown_tasks
 from ..models import loading as models
@@ -28,7 +28,9 @@ RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only par
 MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
 RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
 METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
-CALIBRATION_KEYS = {"dataset", "nsamples", "lengths", "length", "seed", "seeds"}
+# Each axis under one name of a pair: the dataset (or source) and nsamples (or windows) may be lists.
+CALIBRATION_SYNONYMS = (("source", "dataset"), ("windows", "nsamples"), ("lengths", "length"), ("seeds", "seed"))
+CALIBRATION_KEYS = {key for pair in CALIBRATION_SYNONYMS for key in pair}
 EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows", "protocol"}
 TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
@@ -86,8 +88,8 @@ class BenchmarkConfig:
     models: list[ModelSpec]
     methods: list[MethodSpec]
     sparsities: list[str]
-    calibration_dataset: str
-    nsamples: int
+    calibration_sources: list[str]  # calibration.source: the corpora windows are drawn from (an axis)
+    windows: list[int]  # calibration.windows: how many windows (an axis apart from their length)
     lengths: list[int]
     seeds: list[int]
     perplexity: list[PerplexitySpec]
@@ -249,9 +251,10 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     models = _models(errors, raw)
     methods = _methods(errors, raw)
     sparsities = _sparsities(errors, raw, methods)
-    calibration_dataset, nsamples, lengths, seeds = _calibration(errors, raw)
+    sources, windows, lengths, seeds = _calibration(errors, raw)
     evaluation = _evaluation(errors, raw)
     perplexity = _perplexity(errors, evaluation)
+    _check_calibration_sources(errors, raw, sources, perplexity, _data_dir(evaluation, path))
     tasks = _tasks(errors, evaluation, models, methods)
     metrics = _metrics(errors, evaluation.get("metrics") or [])
     device, dtype, propagate, batch_size, resources = _machine(errors, raw, models)
@@ -262,7 +265,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     for i, model in enumerate(models):
         _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
     errors.raise_if_any()
-    return BenchmarkConfig(suite, models, methods, sparsities, calibration_dataset, nsamples, lengths, seeds,
+    return BenchmarkConfig(suite, models, methods, sparsities, sources, windows, lengths, seeds,
                            perplexity, tasks, _data_dir(evaluation, path), device, dtype, batch_size, propagate, path,
                            resources, metrics)
 
@@ -406,31 +409,56 @@ def _sparsities(errors: _Errors, raw: dict, methods: list[MethodSpec]) -> list[s
     return sparsities
 
 
-def _calibration(errors: _Errors, raw: dict) -> tuple[str, int, list[int], list[int]]:
-    """calibration: (dataset, nsamples, lengths, seeds)."""
+def _calibration(errors: _Errors, raw: dict) -> tuple[list[str], list[int], list[int], list[int]]:
+    """calibration: (sources, windows, lengths, seeds), each an axis of the grid."""
     calibration = raw.get("calibration") or {}
     if not isinstance(calibration, dict):
-        errors.add(("calibration",), "must be a mapping with dataset, nsamples, lengths, seeds.")
+        errors.add(("calibration",), "must be a mapping with source, windows, lengths, seeds.")
         calibration = {}
     _unknown_keys(errors, calibration, CALIBRATION_KEYS, ("calibration",))
-    calibration_dataset = str(calibration.get("dataset", "pydoc"))
-    _add_problem(errors, ("calibration", "dataset"), dataset_problem(calibration_dataset))
-    nsamples = _positive_int(errors, calibration.get("nsamples", 128), ("calibration", "nsamples"))
-    lengths_key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    for name, synonym in CALIBRATION_SYNONYMS:
+        if name in calibration and synonym in calibration:
+            errors.add(("calibration", synonym), f"'{synonym}' and '{name}' name the same axis; keep one ({name}).")
+    sources_key = _axis_key(calibration, "source", "dataset")
+    sources = [str(v) for v in _as_list(calibration.get(sources_key, "pydoc"))]  # checked with the evaluation
+    windows_key = _axis_key(calibration, "windows", "nsamples")
+    windows = [_positive_int(errors, v, _axis_where(calibration, windows_key, i))
+               for i, v in enumerate(_as_list(calibration.get(windows_key, 128)))]
+    lengths_key = _axis_key(calibration, "lengths", "length")
     lengths = [_positive_int(errors, v, ("calibration", lengths_key, i))
                for i, v in enumerate(_as_list(calibration.get(lengths_key, 128)))]
-    seeds_key = "seeds" if "seeds" in calibration or "seed" not in calibration else "seed"
+    seeds_key = _axis_key(calibration, "seeds", "seed")
     seeds = _as_list(calibration.get(seeds_key, 0))
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int):
             errors.add(("calibration", seeds_key, i), f"a seed is an integer, not {seed!r}.")
-    for key, values in ((lengths_key, lengths), (seeds_key, seeds)):
+    for key, values in ((sources_key, sources), (windows_key, windows), (lengths_key, lengths), (seeds_key, seeds)):
         if not values:
             errors.add(("calibration", key), "must not be empty; give at least one value.")
         for i, value in enumerate(values):
             if value in values[:i]:
                 errors.add(("calibration", key, i), f"{value!r} is listed twice; list each value once.")
-    return calibration_dataset, nsamples, lengths, seeds
+    return sources, windows, lengths, seeds
+
+
+def _axis_where(calibration: dict, key: str, index: int) -> tuple:
+    """Where value `index` of a calibration axis is: its list item, or the key when one value is given."""
+    return ("calibration", key, index) if isinstance(calibration.get(key), list) else ("calibration", key)
+
+
+def _axis_key(calibration: dict, name: str, synonym: str) -> str:
+    """Which of two names of one calibration axis the config uses (`name` unless only `synonym` is given)."""
+    return synonym if synonym in calibration and name not in calibration else name
+
+
+def _check_calibration_sources(errors: _Errors, raw: dict, sources: list[str], perplexity: list, data_dir) -> None:
+    """A calibration source must not be evaluation text: WikiText-2's test split, or a local corpus the
+    grid also scores perplexity on."""
+    calibration = raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {}
+    key = _axis_key(calibration, "source", "dataset")
+    evaluated = {spec.dataset for spec in perplexity}
+    for i, source in enumerate(sources):
+        _add_problem(errors, _axis_where(calibration, key, i), calibration_problem(source, data_dir, evaluated))
 
 
 def _evaluation(errors: _Errors, raw: dict) -> dict:
@@ -448,7 +476,7 @@ def _perplexity(errors: _Errors, evaluation: dict) -> list[PerplexitySpec]:
                                  PERPLEXITY_KEYS, "each perplexity evaluation is a dataset name or a mapping "
                                  "with dataset, seqlen, max_windows (or protocol)."):
         dataset = str(entry.get("dataset", ""))
-        _add_problem(errors, where + ("dataset",), dataset_problem(dataset))
+        _add_problem(errors, where + ("dataset",), dataset_problem(dataset, "evaluation"))
         if "protocol" in entry:
             perplexity += _protocol_spec(errors, entry, dataset, where)
             continue
@@ -736,7 +764,7 @@ def _check_model_fits(errors: _Errors, model: ModelSpec, index: int, sparsities,
     if not isinstance(context, int):
         return
     calibration = raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {}
-    key = "lengths" if "lengths" in calibration or "length" not in calibration else "length"
+    key = _axis_key(calibration, "lengths", "length")
     for i, length in enumerate(lengths):
         if length > context and (model.only.lengths is None or length in model.only.lengths):
             errors.add(("calibration", key, i), f"calibration length {length} is longer than model '{model.label}''s "

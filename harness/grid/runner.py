@@ -108,8 +108,9 @@ class _ModelSession:
     def calibration_tokens(self, cell: Cell, config: BenchmarkConfig) -> torch.Tensor:
         key = (cell.calibration_dataset, cell.nsamples, cell.seqlen, cell.seed)
         if key not in self.calibration:
+            # The session's model is dense here (restored before every cell), as `generated` needs.
             self.calibration[key] = calibration_windows(self.tokenizer, cell.calibration_dataset, cell.nsamples,
-                                                        cell.seqlen, cell.seed, config.data_dir)
+                                                        cell.seqlen, cell.seed, config.data_dir, model=self.model)
         return self.calibration[key]
 
     def evaluation_tokens(self, dataset: str, config: BenchmarkConfig) -> torch.Tensor:

@@ -22,6 +22,22 @@ from .zeroshot import TaskSpec, evaluate_tasks, unknown_tasks
 PERPLEXITY_PROTOCOLS = {"llm-pruner": {"seqlen": 128, "max_windows": None}}
 
 
+def context_tokens(context: MetricContext, dataset: str):
+    """The token ids of `dataset`'s evaluation text: the runner's cache across cells where it gives one."""
+    if context.evaluation_tokens is not None:
+        return context.evaluation_tokens(dataset)
+    return tokenize_text(context.tokenizer, evaluation_text(dataset, context.data_dir))
+
+
+def window_problems(metric: str, settings: dict) -> list[str]:
+    """Problems with a metric's `dataset`, `windows` and `seqlen` settings (for `Metric.check`)."""
+    problems = [f"{metric}'s {key} is a positive integer, not {settings[key]!r}." for key in ("windows", "seqlen")
+                if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1]
+    problem = dataset_problem(settings["dataset"], "evaluation") if isinstance(settings["dataset"], str) else \
+        f"a dataset name, not {settings['dataset']!r}"
+    return problems + ([f"{metric}'s dataset: {problem}"] if problem else [])
+
+
 @dataclass(frozen=True)
 class PerplexitySpec:
     dataset: str
@@ -58,7 +74,7 @@ class Perplexity(Metric):
             problems.append(f"perplexity's max_windows is a positive integer, not {settings['max_windows']!r}.")
         if not problems:  # the dataset exists and, when local, is readable text (as the shorthand is checked)
 
-            problem = dataset_problem(settings["dataset"])
+            problem = dataset_problem(settings["dataset"], "evaluation")
             problems += [problem] if problem else []
         return problems
 
@@ -66,10 +82,7 @@ class Perplexity(Metric):
         from ..models.walk import on_device
         from .perplexity import perplexity
 
-        if context.evaluation_tokens is not None:
-            tokens = context.evaluation_tokens(dataset)
-        else:
-            tokens = tokenize_text(context.tokenizer, evaluation_text(dataset, context.data_dir))
+        tokens = context_tokens(context, dataset)
         cap = evaluation_window_cap(dataset, max_windows)
         with on_device(context.model, context.device):
             result = perplexity(context.model, tokens, seqlen, cap, device=context.device, progress=context.progress)

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..api.errors import UsageError, did_you_mean
-from ..models.loading import cache_dir
+from ..api.cache import cache_dir
 
 OFFLINE_TASKS = Path(__file__).resolve().parent / "tasks"
 METRICS = ("acc", "acc_norm", "perplexity")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import registry
+from ..api.cache import CACHE_ENV, cache_dir
 from ..api.errors import UsageError, cannot_write, did_you_mean
 from ..api.hookspecs import hookimpl
 from ..api.options import DTYPES
@@ -23,15 +24,8 @@ if TYPE_CHECKING:
     import torch
 
 
-CACHE_ENV = "PRUNEBENCH_CACHE"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $PRUNEBENCH_CACHE, else ~/.cache/prunebench."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "prunebench")
-    return Path(root).expanduser()
 
 
 def _first_line(error: BaseException) -> str:

@@ -37,6 +37,8 @@ DEFAULT_PLUGINS = (
     "prunebench.plugins.saap",
     "prunebench.metrics.quality",
     "prunebench.metrics.efficiency",
+    "prunebench.plugins.reconstruction",
+    "prunebench.plugins.fidelity",
 )
 
 
