@@ -4,6 +4,7 @@ mean sparsity, and magnitude's ties at the cut."""
 import gzip
 import json
 import random
+from pathlib import Path
 
 import prunebench
 import pytest
@@ -177,3 +178,22 @@ def test_magnitude_records_the_share_of_groups_tied_at_the_cut(tiny_llama):
     tied, groups = sum(e[0] for e in expected), sum(e[1] for e in expected)
     assert report.diagnostics["tied_at_cut"] == {"count": tied, "total": groups, "fraction": tied / groups}
     assert 0 < tied < groups
+
+
+WIKITEXT_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
+
+
+@pytest.mark.skipif(not WIKITEXT_TEST.is_file(), reason="WikiText-2 test split not in ../shared/data")
+def test_a_corpus_of_one_document_is_sampled_by_wandas_loop_whatever_its_format(tmp_path):
+    """WikiText-2 test text joined as Wanda joins rows, given as text:, as a one-line jsonl and as a list
+    of one document: every route draws Wanda's get_wikitext2 windows (no document draw)."""
+    tokenizer = byte_tokenizer()
+    joined = " ".join(read_raw_rows(WIKITEXT_TEST))[:200_000]
+    expected = wanda_get_wikitext2(joined, tokenizer, 8, 128, 3)
+    (tmp_path / "one.txt").write_text(joined)
+    (tmp_path / "one.jsonl").write_text(json.dumps({"text": joined}) + "\n")
+    for spec in (f"text:{tmp_path / 'one.txt'}", f"jsonl:{tmp_path / 'one.jsonl'}"):
+        assert torch.equal(calibration_windows(tokenizer, spec, 8, 128, 3), expected), spec
+    assert torch.equal(sample_calibration(tokenizer, [joined], 8, 128, 3), expected)
+    # Two documents take the multi-document (C4) loop, whose document draw moves the windows.
+    assert not torch.equal(sample_calibration(tokenizer, [joined, joined], 8, 128, 3), expected)

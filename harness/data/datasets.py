@@ -360,10 +360,12 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
                        single_document: bool = False) -> torch.Tensor:
     """Sample (nsamples, seqlen) windows exactly as Wanda/SparseGPT do.
 
-    Several documents (C4's loop): pick a random document, re-draw until it has more than seqlen
-    tokens, take the window starting at randint(0, len - seqlen - 1). One continuous text
-    (`single_document`, Wanda's get_wikitext2): tokenize it once and draw only the window starts.
-    Python's Mersenne Twister seeded once, as `random.seed(seed)` in their code.
+    One continuous text (a corpus of one document, or `single_document`: Wanda's get_wikitext2 loop):
+    tokenize it once with the tokenizer's defaults and draw only the window starts,
+    i = randint(0, n - seqlen - 1), window ids[i:i + seqlen]. Several documents (the multi-document
+    sampler, Wanda's and SparseGPT's get_c4 loop): pick a random document, re-draw until it has more
+    than seqlen tokens, take the window starting at randint(0, len - seqlen - 1). Python's Mersenne
+    Twister seeded once, as `random.seed(seed)` in their code.
     """
     import torch
 
@@ -374,7 +376,7 @@ def sample_calibration(tokenizer, documents: list[str], nsamples: int, seqlen: i
     if single_document and len(documents) != 1:
         raise UsageError(f"A single-document corpus gave {len(documents)} documents; join them into one text.")
     rng = random.Random(seed)
-    if single_document:
+    if single_document or len(documents) == 1:  # no document draw: Wanda's get_wikitext2 exactly
         ids = tokenizer(documents[0], verbose=False)["input_ids"]
         if len(ids) <= seqlen:
             raise UsageError(f"Calibration text is shorter than one window: {len(ids)} tokens, not more than {seqlen}; "
