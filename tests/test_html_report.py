@@ -72,9 +72,9 @@ def test_the_same_records_give_the_same_bytes_and_nothing_is_fetched(site, tmp_p
 def test_index_has_intervals_marks_published_columns_and_a_link_per_cell(site):
     index = (site / "index.html").read_text()
     first = index.split('<table class="board" id="table-1-data">')[1].split("</table>")[0]
-    assert re.search(r'<td data-value="90(\.\d+)?" class="tied" [^>]*>90\.00<span class="mark"[^>]*>†</span>'
-                     r'<span class="interval">\[[\d.]+, [\d.]+\]</span></td>', first)
-    assert re.search(r'class="best"[^>]*><strong>85\.61</strong>', first)  # wanda at 50% L=128
+    # One calibration seed per cell: intervals, but no best or tied marks (too few seeds to rank).
+    assert re.search(r'<span class="interval">\[[\d.]+, [\d.]+\]</span></td>', first)
+    assert "<strong>" not in first and 'class="mark"' not in first
     assert "published 0.5" in first and "published 2:4" in first and ">6.42<" in first
     assert 'data-better="lower"' in first and '<tr data-method="sparsegpt">' in first
     assert '<option value="sparsegpt">sparsegpt</option>' in index

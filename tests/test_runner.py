@@ -184,8 +184,8 @@ def test_tables_equal_the_records_and_plots_are_written(tmp_path):
         column = 0 if method == "dense" or seqlen == 16 else 1
         # The record's value, bold or with a dagger when it is the best, then its 95% interval.
         assert re.fullmatch(rf"(\*\*)?{re.escape(value)}(\*\*|†)? \[[0-9.]+, [0-9.]+\]", rows[method][column])
-    best = min(float(rows[m][0].split()[0].strip("*†")) for m in ("wanda", "magnitude"))
-    assert f"**{best:.2f}**" in table or f"{best:.2f}†" in table
+    # One calibration seed: no best or tied marks.
+    assert "†" not in table and "**" not in "".join(c for cells in rows.values() for c in cells)
     pictures = sorted(p.name for p in (tmp_path / "report").iterdir())
     for stem in ("ppl-vs-length_tiny-llama_pydoc-32x2_0.5", "ppl-vs-sparsity_tiny-llama_pydoc-32x2",
                  "time-vs-ppl_tiny-llama_pydoc-32x2"):

@@ -60,8 +60,11 @@ def test_the_paired_comparison_finds_a_planted_difference_that_separate_interval
     noise = 0.02 * torch.randn(200, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     method = reference + 0.05 + noise
     comparison = perplexity_ratio(reference, method)
-    assert comparison.significant and comparison.low > 1
+    # One calibration seed: the interval excludes 1 but cannot speak for calibration noise, so no mark.
+    assert comparison.low > 1 and comparison.seeds == 1 and not comparison.significant
     assert comparison.low < math.exp(0.05) < comparison.high
+    seeded = perplexity_ratio(reference.expand(3, -1), torch.stack([method, method + 1e-3, method - 1e-3]))
+    assert seeded.significant and seeded.seeds == 3
     assert comparison.value == pytest.approx(math.exp((method - reference).mean().item()))
     # Window difficulty dominates each method's own interval: they overlap, though the difference is real.
     alone_reference, alone_method = perplexity_estimate(reference), perplexity_estimate(method)
@@ -72,17 +75,22 @@ def test_identical_methods_are_tied_and_never_bold():
     nlls = windows(100, seed=4).tolist()
     comparison = perplexity_ratio(nlls, nlls)
     assert (comparison.value, comparison.low, comparison.high) == (1.0, 1.0, 1.0) and not comparison.significant
-    first, second = Cell(90.0, data=[nlls], seeds=(0,)), Cell(90.0, data=[nlls], seeds=(0,))
+    runs = [nlls, nlls, nlls]
+    first, second = Cell(90.0, data=runs, seeds=(0, 1, 2)), Cell(90.0, data=runs, seeds=(0, 1, 2))
     mark_best([first, second], True, lambda a, b: perplexity_ratio(a.data, b.data))
     assert first.mark == second.mark == TIED
 
 
 def test_a_significantly_better_method_is_bold_and_the_rest_unmarked():
     good = windows(100, seed=5)
-    cells = [Cell(math.exp((good + shift).mean().item()), data=[(good + shift).tolist()], seeds=(0,))
-             for shift in (0.0, 0.3, 0.6)]
+    three = lambda shift: [(good + shift + jitter).tolist() for jitter in (0.0, 0.01, -0.01)]  # noqa: E731
+    cells = [Cell(math.exp((good + shift).mean().item()), data=three(shift), seeds=(0, 1, 2)) for shift in (0.0, 0.3, 0.6)]
     mark_best(cells, True, lambda a, b: perplexity_ratio(a.data, b.data))
     assert [c.mark for c in cells] == [BEST, "", ""]
+    # The same data with one seed each: nothing is marked (too few seeds to call anything best).
+    single = [Cell(c.value, data=c.data[:1], seeds=(0,)) for c in cells]
+    mark_best(single, True, lambda a, b: perplexity_ratio(a.data, b.data))
+    assert [c.mark for c in single] == ["", "", ""]
     # Without per-window data nothing can be bold: the best is only marked as possibly tied.
     plain = [Cell(10.0), Cell(20.0)]
     mark_best(plain, True, lambda a, b: None)

@@ -14,6 +14,9 @@ from typing import Any
 from tabulate import tabulate
 
 
+MIN_SEEDS = 3  # a seeded comparison with fewer calibration seeds gets no significance mark
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A method against a reference: a ratio (null 1) or a difference (null 0), with its interval."""
@@ -22,11 +25,14 @@ class Comparison:
     low: float
     high: float
     null: float
+    seeds: int | None = None  # calibration seeds behind the interval (None: not a seeded comparison)
 
     @property
     def significant(self) -> bool:
-        """The interval excludes the no-difference value."""
-        return self.low > self.null or self.high < self.null
+        """The interval excludes the no-difference value, and rests on at least MIN_SEEDS calibration
+        seeds where seeds count (fewer cannot say what calibration noise does)."""
+        enough = self.seeds is None or self.seeds >= MIN_SEEDS
+        return enough and (self.low > self.null or self.high < self.null)
 
 
 BEST, TIED = "best", "tied"
@@ -88,7 +94,8 @@ def mark_best(cells: list[Cell], lower_is_better: bool, compare: Callable[[Cell,
     excludes 0; otherwise give a dagger to the best and to every cell not shown to differ from it.
 
     `compare(reference, method)` gives the paired comparison of two cells, or None when they cannot
-    be compared (no per-window or per-item data, different windows). A lone cell is left unmarked.
+    be compared (no per-window or per-item data, different windows). A lone cell is left unmarked, and
+    so is every cell when the comparison rests on fewer than MIN_SEEDS calibration seeds.
     """
     ranked = sorted((c for c in cells if c.finite), key=lambda c: c.value, reverse=not lower_is_better)
     if len(ranked) < 2:
@@ -104,6 +111,10 @@ def mark_best(cells: list[Cell], lower_is_better: bool, compare: Callable[[Cell,
             return None
         return comparison.high < comparison.null if lower_is_better else comparison.low > comparison.null
 
+    if best.data is not None and runner_up.data is not None:
+        first = compare(runner_up, best)
+        if first is not None and first.seeds is not None and first.seeds < MIN_SEEDS:
+            return  # too few calibration seeds to say what is best: no marks at all
     if better(runner_up):
         best.mark = BEST
         return

@@ -73,15 +73,89 @@ def perplexity_estimate(window_nlls: Runs, *, resamples: int = RESAMPLES, seed: 
 
 def perplexity_ratio(reference_nlls: Runs, method_nlls: Runs, *, same_seeds: bool = False, resamples: int = RESAMPLES,
                      seed: int = SEED, level: float = LEVEL) -> Comparison:
-    """Method perplexity / reference perplexity on the same windows, with its paired bootstrap interval.
-
-    With several seeds the ratio is of the means over seeds; `same_seeds` pairs the seeds too.
-    """
+    """Method perplexity / reference perplexity on the same windows: exp of the mean over seeds of the
+    per-seed log-perplexity difference, with the crossed seeds x windows t interval of
+    `log_ratio_interval` (its coverage holds with three seeds; a bootstrap over three seeds does not).
+    `same_seeds` pairs the two methods' seeds. `resamples` and `seed` are unused (no resampling)."""
     reference, method = _runs(reference_nlls), _runs(method_nlls)
     _same_items([reference], [method], same_seeds)
-    reference_stat, method_stat = _bootstrap([[reference], [method]], resamples, seed, torch.exp, same_seeds)
-    value = _point([method], torch.exp) / _point([reference], torch.exp)
-    return Comparison(value, *_percentiles(method_stat / reference_stat, level), null=1.0)
+    mean, low, high = log_ratio_interval(reference, method, same_seeds=same_seeds, level=level)
+    return Comparison(math.exp(mean), math.exp(low), math.exp(high), null=1.0,
+                      seeds=max(reference.shape[0], method.shape[0]))
+
+
+def log_ratio_interval(reference: torch.Tensor, method: torch.Tensor, *, same_seeds: bool = False,
+                       level: float = LEVEL) -> tuple[float, float, float]:
+    """(D, low, high): D = mean(method NLLs) - mean(reference NLLs), both (seeds, windows) on the same
+    windows, and its t interval from the crossed random-effects variance (seeds and windows crossed,
+    since every seed is scored on the same windows):
+
+        one matrix X = method - reference, S x W (seeds paired: the same calibration sets, or one
+        side a single run):
+            MS_seed = W var(row means), MS_window = S var(column means), MS_error = residual mean square,
+            Var(D) = max(MS_seed + MS_window - MS_error, MS_seed, MS_window) / (S W);
+        two sides with independent seeds, several each (windows still shared):
+            Var(D) = var_w(column-mean differences) / W + sum over sides of (MS_seed - MS_error) / (S W),
+            at least the first term;
+
+    degrees of freedom by Welch-Satterthwaite over the mean squares. With one seed on both sides it is
+    the paired t interval over windows alone (df W - 1)."""
+    from scipy.stats import t as student
+
+    reference, method = reference.to(torch.float64), method.to(torch.float64)
+    windows = method.shape[1]
+    if same_seeds or reference.shape[0] == 1 or method.shape[0] == 1:
+        variance, parts = _crossed_variance(method - reference)
+    else:
+        difference = method.mean(dim=0) - reference.mean(dim=0)
+        window_part = difference.var().item() / windows
+        parts = [(window_part, windows - 1)]
+        for side in (method, reference):
+            seeds = side.shape[0]
+            ms_seed, ms_error = _mean_squares(side)[::2]
+            parts += [(ms_seed / (seeds * windows), seeds - 1), (-ms_error / (seeds * windows), (seeds - 1) * (windows - 1))]
+        variance = sum(value for value, _ in parts)
+        if variance < window_part:  # the seed terms estimated below zero: the windows' part alone
+            variance, parts = window_part, parts[:1]
+    mean = (method.mean() - reference.mean()).item()
+    if not math.isfinite(variance) or not math.isfinite(mean):
+        return mean, math.nan, math.nan
+    df = _satterthwaite(parts)
+    half = student.ppf(1 - (1 - level) / 2, df) * math.sqrt(max(variance, 0.0))
+    return mean, mean - half, mean + half
+
+
+def _mean_squares(x: torch.Tensor) -> tuple[float, float, float]:
+    """(MS_seed, MS_window, MS_error) of a seeds x windows table (two-way, one value per cell)."""
+    seeds, windows = x.shape
+    rows, columns, grand = x.mean(dim=1), x.mean(dim=0), x.mean()
+    residual = x - rows[:, None] - columns[None, :] + grand
+    return (windows * rows.var().item(), seeds * columns.var().item(),
+            residual.pow(2).sum().item() / ((seeds - 1) * (windows - 1)))
+
+
+def _crossed_variance(x: torch.Tensor) -> tuple[float, list[tuple[float, int]]]:
+    """Var(mean of x) for seeds x windows x with crossed random effects, and its (component, df) parts."""
+    seeds, windows = x.shape
+    if seeds == 1:
+        part = x.var().item() / windows
+        return part, [(part, windows - 1)]
+    ms_seed, ms_window, ms_error = _mean_squares(x)
+    cells = seeds * windows
+    combined = ms_seed + ms_window - ms_error
+    if combined >= max(ms_seed, ms_window):
+        return combined / cells, [(ms_seed / cells, seeds - 1), (ms_window / cells, windows - 1),
+                                  (-ms_error / cells, (seeds - 1) * (windows - 1))]
+    if ms_seed >= ms_window:
+        return ms_seed / cells, [(ms_seed / cells, seeds - 1)]
+    return ms_window / cells, [(ms_window / cells, windows - 1)]
+
+
+def _satterthwaite(parts: list[tuple[float, int]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of mean-square components."""
+    denominator = sum(value * value / df for value, df in parts if df > 0)
+    total = sum(value for value, _ in parts)
+    return max(total * total / denominator, 1.0) if denominator > 0 else 1.0
 
 
 def accuracy_estimate(tasks: Sequence[Runs], *, resamples: int = RESAMPLES, seed: int = SEED,
@@ -208,4 +282,4 @@ def _bootstrap(groups: list[list[torch.Tensor]], resamples: int, seed: int, tran
 
 
 __all__ = ["Comparison", "Estimate", "LEVEL", "RESAMPLES", "SEED", "accuracy_difference", "accuracy_estimate",
-           "perplexity_estimate", "perplexity_ratio", "wilson_interval"]
+           "log_ratio_interval", "perplexity_estimate", "perplexity_ratio", "wilson_interval"]

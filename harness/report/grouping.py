@@ -9,7 +9,7 @@ from collections import defaultdict
 from ..api.errors import UsageError
 from ..api.records import FINISHED
 from ..api.sparsity import parse_sparsity
-from ..api.tables import BEST, DAGGER, SIGNIFICANT, TIED, Cell
+from ..api.tables import BEST, DAGGER, MIN_SEEDS, SIGNIFICANT, TIED, Cell
 
 FORMATS = ("github", "latex", "csv")
 REFERENCE = "wanda"
@@ -53,15 +53,20 @@ def interval_notes(cells: list, unit: str, resamples: int, compared: bool = Fals
     cells = [c for c in cells if isinstance(c, Cell) and c.finite]
     notes = []
     if any(c.has_interval for c in cells):
-        how = "paired bootstrap over the same" if compared else "bootstrap over the"
-        wilson = "; the Wilson interval for one task and one seed" if unit == "items" and not compared else ""
-        notes.append(f"[low, high]: 95% interval, {how} {unit} ({resamples} resamples, seeded){wilson}.")
+        if compared and unit == "windows":
+            notes.append("[low, high]: 95% interval of the ratio, a t interval over the calibration seeds and the "
+                         "same windows, crossed (prunebench.metrics.uncertainty.log_ratio_interval).")
+        else:
+            how = "paired bootstrap over the same" if compared else "bootstrap over the"
+            wilson = "; the Wilson interval for one task and one seed" if unit == "items" and not compared else ""
+            notes.append(f"[low, high]: 95% interval, {how} {unit} ({resamples} resamples, seeded){wilson}.")
     seeds = sorted({len(c.seeds) for c in cells if c.std is not None})
     if seeds:
         notes.append(f"± std over {' or '.join(map(str, seeds))} calibration seeds; the interval resamples the seeds "
                      f"and the {unit} (two-level bootstrap).")
     if compared and any(c.flag == SIGNIFICANT for c in cells):
-        notes.append("*: the interval excludes no difference (a ratio of 1, a difference of 0): a significant difference.")
+        notes.append(f"*: the interval excludes no difference (a ratio of 1, a difference of 0), with at least {MIN_SEEDS} "
+                     "calibration seeds: a significant difference.")
     missing = sum(1 for c in cells if not c.has_interval)
     if missing:
         notes.append(f"no interval: {missing} cell(s) come from records without per-{unit[:-1]} data (an older "
@@ -74,7 +79,7 @@ def mark_notes(cells: list) -> list[str]:
     notes = []
     if BEST in marks:
         notes.append("**bold**: best in its column, and the paired 95% interval of its difference to the runner-up "
-                     "excludes 0.")
+                     f"excludes 0 (perplexity: with at least {MIN_SEEDS} calibration seeds; fewer mark nothing).")
     if TIED in marks:
         notes.append(f"{DAGGER}: the best in its column and the cells statistically tied with it (the paired 95% "
                      "interval of the difference to the best includes 0, or the runner-up has no data to test): "

@@ -29,7 +29,10 @@ How to read these tables
   the same windows or items) excludes 0. When it does not, there is no bold: the best and every cell statistically
   tied with it carry a dagger {DAGGER}.
 - Ratio and difference tables compare each method with a reference method in the same setting, with the paired
-  95% interval; * marks a comparison whose interval excludes no difference (a ratio of 1, a difference of 0).
+  95% interval (a perplexity ratio: a t interval over calibration seeds and windows, crossed, which holds its
+  coverage with three seeds; an accuracy difference: the paired bootstrap); * marks a comparison whose interval
+  excludes no difference (a ratio of 1, a difference of 0). With fewer than 3 calibration seeds a perplexity
+  comparison marks nothing: no *, no bold, no dagger.
 - "no interval" (a footnote): the record lacks per-window NLLs or per-item correctness (an older prunebench),
   so its cells show no interval, are never bold, and ties with them are not tested.
 - Timings are single measurements without an interval; * marks one taken while other work loaded the machine,
