@@ -511,7 +511,7 @@ def corpus_problem(file: Path) -> str | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        return f"{file}: not UTF-8 text (byte {error.start}); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
+        return str(_not_utf8(file, error))
     if not text.strip():
         return f"{file} is empty; give a corpus with text in it."
     return None
