@@ -98,7 +98,7 @@ def test_non_finite_method_argument_on_the_command_line(capsys, value):
     ("lengths: [16]", "lengths: [2048]", "calibration length 2048 is longer than model 'tiny-llama''s context (1024"),
     ("seqlen: 32", "seqlen: 4096", "perplexity[0].seqlen: seqlen 4096 is longer than model 'tiny-llama''s context"),
     ("dataset: pydoc, nsamples", "dataset: 'text:{empty_file}', nsamples", "is empty; give a corpus with text in it"),
-    ("{dataset: pydoc, seqlen", "{dataset: 'jsonl:{latin1_file}', seqlen", "latin1.jsonl: not UTF-8 text (byte 13); re-encode"),
+    ("{dataset: pydoc, seqlen", "{dataset: 'jsonl:{latin1_file}', seqlen", "latin1.jsonl: not UTF-8 text (byte 13: b'\\xe9'); re-encode"),
 ])
 def test_validate_catches_what_run_would_fail_on_without_loading_weights(tmp_path, capsys, old, new, message):
     (tmp_path / "empty_dir").mkdir()
