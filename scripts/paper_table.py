@@ -5,8 +5,8 @@ not compare), with what differs written in the row.
     .venv/bin/python scripts/paper_table.py > results/paper-protocol/table.md
 
 Our structured rows come from results/paper-protocol (FLAP's protocol: WikiText-2 test at 128-token
-windows, every window; one calibration seed, so the interval is over evaluation windows only: a paired
-bootstrap of the ratio). Our unstructured rows come from results/leaderboard (512-token windows, 64 of
+windows, every window; one calibration seed, so the interval is over evaluation windows only: the paired
+t interval of the ratio, prunebench.perplexity_ratio). Our unstructured rows come from results/leaderboard (512-token windows, 64 of
 them, three calibration seeds): the ratio of the mean over seeds, and each seed's own ratio beside it;
 no interval is claimed over three seeds. Paper numbers are the ones REFERENCE.md quotes (its sections 5
 and 6); the stored copies of the papers we could read give their openings only, so table and page
@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from prunebench.metrics.uncertainty import perplexity_ratio
+from prunebench import perplexity_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 STRUCTURED = ROOT / "results" / "paper-protocol" / "cells"
@@ -163,8 +163,8 @@ def main() -> None:
         "",
         "## Structured: FLAP / Wanda-sp protocol (WikiText-2 test, 128-token windows, every window)",
         "",
-        "Ours: results/paper-protocol (`sh results/paper-protocol/run.sh`), one calibration seed: intervals are a "
-        "paired bootstrap over the 2381 evaluation windows and say nothing of calibration noise.",
+        "Ours: results/paper-protocol (`sh results/paper-protocol/run.sh`), one calibration seed: intervals are the "
+        "paired t interval over the 2381 evaluation windows and say nothing of calibration noise.",
         "",
         markdown(["method", "sparsity", "paper ppl", "our ppl", "paper ratio to dense", "our ratio to dense [95%]",
                   "what differs; source"], structured_rows(structured)),
