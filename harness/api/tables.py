@@ -28,11 +28,14 @@ class Comparison:
     seeds: int | None = None  # calibration seeds behind the interval (None: not a seeded comparison)
 
     @property
+    def enough_seeds(self) -> bool:
+        """At least MIN_SEEDS calibration seeds where seeds count (fewer cannot say what calibration noise does)."""
+        return self.seeds is None or self.seeds >= MIN_SEEDS
+
+    @property
     def significant(self) -> bool:
-        """The interval excludes the no-difference value, and rests on at least MIN_SEEDS calibration
-        seeds where seeds count (fewer cannot say what calibration noise does)."""
-        enough = self.seeds is None or self.seeds >= MIN_SEEDS
-        return enough and (self.low > self.null or self.high < self.null)
+        """The interval excludes the no-difference value, on enough seeds."""
+        return self.enough_seeds and (self.low > self.null or self.high < self.null)
 
 
 BEST, TIED = "best", "tied"
@@ -102,25 +105,25 @@ def mark_best(cells: list[Cell], lower_is_better: bool, compare: Callable[[Cell,
         return
     best, runner_up = ranked[0], ranked[1]
 
-    def better(other: Cell) -> bool | None:
-        """Is `best` significantly better than `other` (None: cannot tell)?"""
-        if best.data is None or other.data is None:
-            return None
-        comparison = compare(other, best)
+    def comparison_with(other: Cell) -> Comparison | None:
+        return None if best.data is None or other.data is None else compare(other, best)
+
+    def better(comparison: Comparison | None) -> bool | None:
+        """Is `best` significantly better than the compared cell (None: cannot tell)?"""
         if comparison is None:
             return None
         return comparison.high < comparison.null if lower_is_better else comparison.low > comparison.null
 
-    if best.data is not None and runner_up.data is not None:
-        first = compare(runner_up, best)
-        if first is not None and first.seeds is not None and first.seeds < MIN_SEEDS:
-            return  # too few calibration seeds to say what is best: no marks at all
-    if better(runner_up):
+    first = comparison_with(runner_up)
+    if first is not None and not first.enough_seeds:
+        return  # too few calibration seeds to say what is best: no marks at all
+    if better(first):
         best.mark = BEST
         return
     best.mark = TIED
     for other in ranked[1:]:
-        if better(other) is False:  # a cell that cannot be tested is not called tied
+        comparison = first if other is runner_up else comparison_with(other)
+        if better(comparison) is False:  # a cell that cannot be tested is not called tied
             other.mark = TIED
 
 

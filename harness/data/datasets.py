@@ -474,8 +474,9 @@ def dataset_problem(spec: str, role: str | None = None) -> str | None:
     if role is not None and role not in dataset.roles:
         return (f"'{spec}' cannot serve as {role} text (it is {' and '.join(dataset.roles)} only); "
                 "pick another dataset.")
-    if dataset.problem():
-        return dataset.problem()
+    problem = dataset.problem()
+    if problem:
+        return problem
     if path is not None:  # a local corpus: it must be readable UTF-8 text with something in it
         return corpus_problem(Path(path).expanduser())
     return None

@@ -16,7 +16,7 @@ from ..api.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-# What the windows depend on besides the model; recorded in every cell's provenance. Bump VERSION
+# What the windows depend on besides the model; recorded in every cell's provenance. Bump "version"
 # when the sampling changes, so no cache or record made the old way is reused.
 GENERATION = {"version": 1, "temperature": 1.0, "top_k": None, "top_p": None, "prompt": "the tokenizer's BOS token",
               "batch": 8, "sampler": "inverse CDF of the float64 softmax, one torch.Generator per window"}

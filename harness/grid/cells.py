@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import types
-from itertools import product
 from dataclasses import asdict, dataclass
+from itertools import product
 
 from .. import registry
 from ..api import __version__
