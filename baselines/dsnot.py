@@ -9,7 +9,7 @@ still active, one pruned weight back in and one kept weight out, so that e moves
   the within-sequence variance of x_j averaged over sequences, to the power `pow_of_var_regrowing`;
   a list sorted once, walked by one pointer from each end);
 - prune (unstructured): among kept weights ordered as the authors order them (D < 0 by ascending
-  Wanda score, then D >= 0 by descending Wanda score, whatever the base method), the next from the
+  Wanda score, then D > 0 by descending Wanda score, whatever the base method; see _prune_order), the next from the
   front when e_r >= 0, from the back when e_r < 0; (N:M) the kept weight with the smallest base score
   in the regrown weight's own block of M, so the N:M pattern holds;
 - a row stops for good once |e_r| <= `update_threshold` before a swap (N:M also stops a row whose swap
@@ -113,13 +113,8 @@ def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Ten
     error = (metric * mask).sum(dim=1, keepdim=True)
     regrow = _regrow_order(mask, metric, variance)
     regrow_pointers = _ends(torch.full((rows,), mask.shape[1] - 1, dtype=torch.long))
-    # Kept weights with D < 0 by ascending Wanda score, then those with D >= 0 by descending score;
-    # pruned weights after them (never reached: the back pointer starts at the row's last kept one).
-    kept = mask.logical_not()
-    by_score = torch.sort(torch.where(metric < 0, wanda, -wanda), dim=1, stable=True).indices
-    group = torch.where(kept, (metric >= 0).long(), 2).gather(1, by_score)
-    prune = by_score.gather(1, torch.sort(group, dim=1, stable=True).indices)
-    prune_pointers = _ends(kept.sum(dim=1) - 1)
+    prune = _prune_order(mask, metric, wanda)
+    prune_pointers = _ends(mask.logical_not().sum(dim=1) - 1)
     active = torch.ones(rows, 1, dtype=torch.bool)
     for _ in range(cycles):
         if not active.any():
@@ -132,6 +127,27 @@ def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Ten
     return mask
 
 
+def _prune_order(mask: torch.Tensor, metric: torch.Tensor, wanda: torch.Tensor) -> torch.Tensor:
+    """The authors' list of kept weights to prune (lines 703-713 and return_reorder_indice, lines 109-149):
+    kept weights by ascending Wanda score (stable); those with D < 0 in that order, then those with D > 0
+    in reverse (ties too: the last-indexed first); a place that holds a D == 0 weight holds the row's
+    lowest-score kept weight instead, as their index arithmetic fills it with 0. Pruned weights follow,
+    never reached: the back pointer starts at the row's last kept one."""
+    import torch
+
+    columns = mask.shape[1]
+    kept = mask.logical_not()
+    ascending = torch.sort(torch.where(kept, wanda, float("inf")), dim=1, stable=True).indices
+    position = torch.arange(columns).expand_as(mask)
+    d, is_kept = metric.gather(1, ascending), kept.gather(1, ascending)
+    key = torch.where(d < 0, position, torch.where(d > 0, 3 * columns - position, columns + position))
+    key = torch.where(is_kept, key, 3 * columns + position)
+    order = torch.sort(key, dim=1, stable=True).indices
+    listed = ascending.gather(1, order)
+    zero = (d.gather(1, order) == 0) & is_kept.gather(1, order)
+    return torch.where(zero, ascending[:, :1], listed)
+
+
 def _swap(mask, grown, pruned, active, error, grown_metric, pruned_metric) -> None:
     """In the active rows, regrow `grown` and prune `pruned`, moving the error by the difference; a row whose
     picks are not a pruned and a kept weight (its list pointer ran into the other kind) skips this cycle."""
@@ -141,7 +157,9 @@ def _swap(mask, grown, pruned, active, error, grown_metric, pruned_metric) -> No
     swap = active & was_pruned & was_kept
     mask.scatter_(1, pruned, swap | was_kept.logical_not())
     mask.scatter_(1, grown, was_pruned & swap.logical_not())
-    error += torch.where(swap, pruned_metric - grown_metric, 0.0)
+    # Two steps, as the authors' lines 842-851 do: (e + p) - g rounds differently from e + (p - g).
+    error += torch.where(swap, pruned_metric, 0.0)
+    error -= torch.where(swap, grown_metric, 0.0)
 
 
 def grow_and_prune_n_m(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Tensor | None,

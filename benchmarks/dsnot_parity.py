@@ -9,13 +9,16 @@ are set, and decoder layers compute their rotary embeddings (benchmarks/authors_
 
     git clone https://github.com/zyxxmu/DSnoT /tmp/dsnot-authors
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dsnot_parity.py --authors /tmp/dsnot-authors \
-        [--sparsity 0.6] [--nsamples 16] [--seqlen 128]
+        [--sparsity 0.6] [--nsamples 16] [--seqlen 128] [--statistics theirs|ours|both]
 
-Prints the linears whose masks differ and the overall agreement."""
+Prints, for each way of accumulating our statistics, the linears whose masks differ and the overall
+agreement. With the authors' float32 running means the masks are the parity's test of the algorithm;
+with our default statistics (batch-size invariant) the remaining differences are their rounding only."""
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 from types import SimpleNamespace
 
 import torch
@@ -32,9 +35,10 @@ parser.add_argument("--seqlen", type=int, default=128)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--sparsity", type=float, default=0.6)
 parser.add_argument("--data-dir", default="../shared/data")
-parser.add_argument("--their-rounding", action="store_true",
-                    help="an experiment: accumulate our three statistics as their WrappedGPT does (float32 running "
-                         "means, one sequence at a time) to see whether the masks then agree")
+parser.add_argument("--statistics", choices=("theirs", "ours", "both"), default="both",
+                    help="how our run accumulates its three statistics: 'theirs' as their WrappedGPT does (float32 "
+                         "running means, one sequence at a time), 'ours' as prunebench does by default (float32 per "
+                         "window, float64 sum: batch-size invariant); 'both' runs each against the one authors' run")
 args = parser.parse_args()
 
 
@@ -61,10 +65,19 @@ class TheirRunningMeans(prunebench.Accumulator):
         return self.value
 
 
-def their_rounding() -> None:
+def their_rounding() -> dict:
+    """Swap our three statistics' accumulators for TheirRunningMeans; returns the originals."""
+    originals = {}
     for name in ("input_sq_norm", "input_sum", "input_var"):
         statistic = prunebench.registry.get_statistic(name)
+        originals[name] = statistic.accumulator
         statistic.accumulator = lambda linear, device, arguments, _name=name: TheirRunningMeans(_name, linear.in_features)
+    return originals
+
+
+def restore(originals: dict) -> None:
+    for name, accumulator in originals.items():
+        prunebench.registry.get_statistic(name).accumulator = accumulator
 
 
 def authors_dsnot(model, calibration: torch.Tensor) -> None:
@@ -81,28 +94,39 @@ def authors_dsnot(model, calibration: torch.Tensor) -> None:
     prune.prune_DSnoT(settings, model, None, device=torch.device("cpu"))
 
 
-def main() -> None:
-    dense, tokenizer = prunebench.load_model(args.model)
-    dense.eval()
-    calibration = prunebench.calibration_windows(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
-                                                 data_dir=args.data_dir)
-    ours = copy.deepcopy(dense)
-    if args.their_rounding:
-        their_rounding()
-    prunebench.prune(ours, "dsnot", args.sparsity, calibration, batch_size=1, device="cpu", base="wanda")
-    theirs = copy.deepcopy(dense)
-    with torch.no_grad():
-        authors_dsnot(theirs, calibration)
+def compare(ours, theirs, label: str) -> None:
     agree = total = 0
-    print(f"{args.model}, {args.calib} {args.nsamples}x{args.seqlen} seed {args.seed}, wanda + DSnoT at {args.sparsity}"
-          f"{', our statistics accumulated with their rounding' if args.their_rounding else ''}")
+    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ} {args.model}, {args.calib} "
+          f"{args.nsamples}x{args.seqlen} seed {args.seed}, wanda + DSnoT at {args.sparsity}, our statistics "
+          f"accumulated {label}")
     for index, (a, b) in enumerate(zip(prunebench.decoder_layers(ours), prunebench.decoder_layers(theirs))):
         for name, linear in prunebench.prunable_linears(a).items():
             same = (linear.weight == 0) == (prunebench.prunable_linears(b)[name].weight == 0)
             agree, total = agree + int(same.sum()), total + same.numel()
             if not same.all():
                 print(f"layer {index} {name}: {int((~same).sum())} of {same.numel()} weights differ")
-    print(f"masks agree on {agree}/{total} weights ({agree / total:.6%}); identical: {agree == total}")
+    print(f"masks agree on {agree}/{total} weights ({agree / total:.6%}); identical: {agree == total}", flush=True)
+
+
+def main() -> None:
+    dense, tokenizer = prunebench.load_model(args.model)
+    dense.eval()
+    calibration = prunebench.calibration_windows(tokenizer, args.calib, args.nsamples, args.seqlen, args.seed,
+                                                 data_dir=args.data_dir)
+    theirs = copy.deepcopy(dense)
+    with torch.no_grad():
+        authors_dsnot(theirs, calibration)
+    labels = {"theirs": "as their WrappedGPT does (float32 running means)",
+              "ours": "as prunebench does (float32 per window, float64 sum)"}
+    for mode in ("theirs", "ours") if args.statistics == "both" else (args.statistics,):
+        ours = copy.deepcopy(dense)
+        originals = their_rounding() if mode == "theirs" else {}
+        try:
+            prunebench.prune(ours, "dsnot", args.sparsity, calibration, batch_size=1, device="cpu", base="wanda",
+                             progress=False)
+        finally:
+            restore(originals)
+        compare(ours, theirs, labels[mode])
 
 
 if __name__ == "__main__":

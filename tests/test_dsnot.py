@@ -4,7 +4,8 @@ import pytest
 import torch
 from prunebench import prune
 from prunebench.api.errors import UsageError
-from prunebench.baselines.dsnot import DSnoT, InputSum, InputVariance, grow_and_prune, grow_and_prune_n_m
+from prunebench.baselines.dsnot import (DSnoT, InputSum, InputVariance, _prune_order, grow_and_prune,
+                                        grow_and_prune_n_m)
 from prunebench.registry import get_method
 
 W = torch.tensor([[1.0, -0.5, 2.0, 0.3, -1.5, 0.8]])  # inputs with S_j = 1, var_j = 1, ||x_j|| = 1: D = W
@@ -28,6 +29,16 @@ def test_unstructured_cycles_by_hand():
     # The variance scales the regrowing choice only: var 10 on column 5 makes 3 (0.3) beat 5 (0.08).
     variance = torch.tensor([[1.0, 1, 1, 1, 1, 10]])
     assert grow_and_prune(mask, W, variance, W.abs(), 1, 0.1)[0].nonzero().flatten().tolist() == [1, 4, 5]
+
+
+def test_prune_order_follows_the_authors_list_with_ties_and_zeros():
+    # Kept: columns 0..5 (6, 7 pruned). D: -1, 2, 0, 3, -4, 5; Wanda scores 1, 2, 2, 2, 3, 2.
+    # Ascending by score (stable): 0, 1, 2, 3, 5, 4. D < 0 in that order: 0, 4. D > 0 reversed: 5, 3, 1
+    # (scores 2 tie: the last-indexed first). D == 0 (column 2) holds the lowest-score kept weight, 0.
+    mask = torch.tensor([[False] * 6 + [True, True]])
+    metric = torch.tensor([[-1.0, 2, 0, 3, -4, 5, 1, 1]])
+    wanda = torch.tensor([[1.0, 2, 2, 2, 3, 2, 0, 0]])
+    assert _prune_order(mask, metric, wanda)[0, :6].tolist() == [0, 4, 0, 5, 3, 1]
 
 
 def test_n_m_swaps_stay_in_the_block_and_stop_at_a_sign_flip():

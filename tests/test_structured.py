@@ -1,6 +1,7 @@
 """Structured pruning: known answers for every score and allocation on hand-made tensors, the host's
 budget rules, physical removal, save and reload with the same logits, the CLI, and a contract over
 every registered structured method on a tiny LLaMA."""
+import copy
 import json
 import math
 import subprocess
@@ -17,6 +18,7 @@ from prunebench.baselines.structured import block_influence
 from prunebench.cli.main import main
 from prunebench.models.checkpoints import save_structured
 from prunebench.models.loading import load_model
+from prunebench.models.walk import decoder_layers
 from prunebench.models.structure import keep_channels, keep_heads, prunable_parameters, read_structure, read_structures
 from prunebench.plugins.cfsp import angular_importance, channel_scores, sigmoid_removal_ratios
 from prunebench.plugins.saap import ranked_removal_ratios, uncertainty_fusion
@@ -469,13 +471,31 @@ def test_cli_propagate_for_structured_methods(capsys, tmp_path):
         assert json.loads((tmp_path / "r.json").read_text())["pruned"]["structured"]["propagate"].startswith(expected)
 
 
-def test_speed_is_measured_interleaved_with_paired_ratios():
+def _sleeping_layers(model, seconds: float):
+    """Each decoder layer waits `seconds` before its forward: a known cost per layer, whatever the CPU."""
+    import time
+
+    for layer in decoder_layers(model):
+        def forward(*args, _original=layer.forward, **kwargs):
+            time.sleep(seconds)
+            return _original(*args, **kwargs)
+        layer.forward = forward
+    return model
+
+
+def test_speed_orders_a_model_with_half_the_layers_above_the_full_one():
+    """Two different models with a known ordering: half the decoder layers, each costing 3 ms, must show a
+    prefill and decode speedup near 2 over the full model (paired per repeat, interleaved)."""
     from prunebench.metrics.measurements import measure_speed
 
-    model, _ = load_model("tiny-llama")
-    result = measure_speed({"dense": model, "same": model}, torch.arange(32), repeats=2, decode_tokens=3,
-                           decode_batches=(1, 2), prompt_length=8)
-    same = result["models"]["same"]
-    assert set(same) == {"prefill", "decode_b1", "decode_b2"}
-    assert len(same["prefill"]["seconds"]["samples"]) == 2 and same["prefill"]["speedup"]["median"] > 0
+    full, _ = load_model("tiny-llama")
+    shallow = copy.deepcopy(full)
+    del decoder_layers(shallow)[len(decoder_layers(shallow)) // 2:]
+    shallow.config.num_hidden_layers = len(decoder_layers(shallow))
+    result = measure_speed({"dense": _sleeping_layers(full, 0.003), "shallow": _sleeping_layers(shallow, 0.003)},
+                           torch.arange(32), repeats=3, decode_tokens=3, decode_batches=(1, 2), prompt_length=8)
+    entry = result["models"]["shallow"]
+    assert set(entry) == {"prefill", "decode_b1", "decode_b2"} and len(entry["prefill"]["seconds"]["samples"]) == 3
     assert result["prefill_length"] == 32 and result["models"]["dense"]["prefill"]["speedup"]["median"] == 1.0
+    for case in entry.values():
+        assert 1.4 < case["speedup"]["median"] < 2.6, case["speedup"]
