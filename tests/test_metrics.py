@@ -259,6 +259,26 @@ def test_efficiency_columns_and_pareto_plots_from_records(tmp_path):
     assert 'data-better="higher" title="higher is better" aria-sort="none"><button type="button">prefill speedup x' in index
 
 
+def test_figures_of_an_older_metric_version_are_labelled_in_tables():
+    """Records whose speed an earlier version measured get the version in the table's title and a note
+    saying what that version's figures mean; records of the current version get neither."""
+    from prunebench.report.generic import generic_tables
+
+    speed = registry.get_metric("speed")
+    records = []
+    for index, version in enumerate(("1", "1", speed.version)):
+        record = {"cell": {"model": "m", "method": f"method{index}", "sparsity": "0.5", "seqlen": 16}, "seed": 0,
+                  "status": "ok", "metrics": {"speed": {"prefill_speedup": {"value": 1.0, "low": 0.9, "high": 1.1}}},
+                  "evaluation_metrics": [{"name": "speed", "settings": {}, "version": version}]}
+        records.append(record)
+    assert speed.older_versions(records) == {"1": 2}
+    table = generic_tables(speed, records)[0]
+    assert table.title == "m, speed (higher is better, speed version 1)"
+    assert any(n.startswith("speed figures here come from version 1 (2 of 3 records): the models ran back to back")
+               for n in table.notes)
+    assert "version" not in generic_tables(speed, records[2:])[0].title
+
+
 def test_validate_with_metrics_loads_no_torch_and_checks_each_metric(tmp_path):
     import subprocess
     import sys

@@ -46,6 +46,8 @@ class Metric:
     values: tuple[Value, ...] = ()  # labels for known value keys; others are shown under their key
     record_key: str | None = None  # None: record["metrics"][name]
     version: str = "1"
+    # What figures of an earlier version mean, by version: tables and plots label records measured by one.
+    version_notes: dict[str, str] = {}
     plot_prefix: str = ""  # file name prefix of this metric's plots (those of metrics with `plot_cells`)
     log_scale: bool = False
     # An efficiency metric's value that quality is plotted against, with the Pareto front marked.
@@ -71,6 +73,26 @@ class Metric:
         if self.record_key is not None:
             return record.get(self.record_key)
         return (record.get("metrics") or {}).get(self.name)
+
+    def older_versions(self, records: list[dict]) -> dict[str, int]:
+        """{version: number of records} for the records whose figures of this metric an earlier version made."""
+        found: dict[str, int] = {}
+        for record in records:
+            version = next((str(e.get("version")) for e in record.get("evaluation_metrics") or []
+                            if e.get("name") == self.name), None)
+            if self.result_of(record) and version not in (None, self.version):
+                found[version] = found.get(version, 0) + 1
+        return found
+
+    def older_versions_note(self, records: list[dict]) -> str | None:
+        """A footnote naming the earlier versions behind some of `records`' figures and what they mean."""
+        older = self.older_versions(records)
+        if not older:
+            return None
+        total = sum(1 for r in records if self.result_of(r))
+        parts = [f"version {v} ({n} of {total} records){': ' + self.version_notes[v] if v in self.version_notes else ''}"
+                 for v, n in sorted(older.items())]
+        return f"{self.name} figures here come from {'; '.join(parts)}; the metric is now version {self.version}."
 
     def record_values(self, result: dict, resamples: int = 0) -> list[tuple[Value, tuple | None]]:
         """Each value of one cell's result as (Value, (value, low, high)), None where it is not a finite

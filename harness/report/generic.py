@@ -34,8 +34,12 @@ def generic_tables(metric: Metric, records: list[dict]) -> list:
                      "there is one; †: a best whose range overlaps others' (tied).")
         if any(isinstance(c, Cell) and c.flag for row in rows for c in row[1:]):
             notes.append("*: measured while other work loaded the machine (its load record); never bold or tied.")
-        tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)",
-                            headers, rows, notes))
+        older = metric.older_versions([r for runs in mine.values() for r in runs])
+        if older:
+            notes.append(metric.older_versions_note([r for runs in mine.values() for r in runs]))
+        versions = f", {metric.name} version {'/'.join(sorted(older))}" if older else ""
+        tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better"
+                            f"{versions})", headers, rows, notes))
     return tables
 
 

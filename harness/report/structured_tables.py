@@ -73,8 +73,10 @@ def _model_table(model: str, settings: dict, resamples: int) -> Table:
             elif kind is not None:  # a timing taken on a loaded machine is never ranked
                 mark_ranked([c for c in cells if not c.flag], kind, BEST, TIED)
     headers = ["method", "target", "removed %", "params M", "params kept %", *PROTOCOL] + [c[0] for c in columns]
+    older = [note for name in EFFICIENCY if name in known
+             for note in [known[name].item.older_versions_note(runs_of)] if note]
     return Table(f"{model}, structured pruning (whole heads, channels or layers removed)", headers, rows,
-                 table_notes(rows, columns, resamples))
+                 table_notes(rows, columns, resamples) + older)
 
 
 def _label(setting: tuple, several_lengths: bool) -> list[str]:
