@@ -9,8 +9,8 @@ still active, one pruned weight back in and one kept weight out, so that e moves
   the within-sequence variance of x_j averaged over sequences, to the power `pow_of_var_regrowing`;
   a list sorted once, walked by one pointer from each end);
 - prune (unstructured): among kept weights ordered as the authors order them (D < 0 by ascending
-  Wanda score, then D > 0 by descending Wanda score, whatever the base method; see _prune_order), the next from the
-  front when e_r >= 0, from the back when e_r < 0; (N:M) the kept weight with the smallest base score
+  Wanda score, then D > 0 by descending Wanda score, whatever the base method; see _prune_order), the
+  next from the front when e_r >= 0, from the back when e_r < 0; (N:M) the kept weight with the smallest base score
   in the regrown weight's own block of M, so the N:M pattern holds;
 - a row stops for good once |e_r| <= `update_threshold` before a swap (N:M also stops a row whose swap
   would flip the sign of e_r against its initial sign; the unstructured branch runs without that check,
@@ -128,7 +128,7 @@ def grow_and_prune(mask: torch.Tensor, metric: torch.Tensor, variance: torch.Ten
 
 
 def _prune_order(mask: torch.Tensor, metric: torch.Tensor, wanda: torch.Tensor) -> torch.Tensor:
-    """The authors' list of kept weights to prune (lines 703-713 and return_reorder_indice, lines 109-149):
+    """The authors' list of kept weights to prune (lines 711-722 and return_reorder_indice, lines 109-149):
     kept weights by ascending Wanda score (stable); those with D < 0 in that order, then those with D > 0
     in reverse (ties too: the last-indexed first); a place that holds a D == 0 weight holds the row's
     lowest-score kept weight instead, as their index arithmetic fills it with 0. Pruned weights follow,

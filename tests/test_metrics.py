@@ -422,18 +422,12 @@ def test_speed_metric_detects_a_planted_slowdown(tiny_llama):
     """A 'pruned' model whose decoder layers each wait 4 ms more than the dense one's must report speedups
     below 1, interval included, for prefill and decode."""
     import copy
-    import time
 
+    from planted_cost import sleeping_layers
     from prunebench.api.metric import MetricContext
-    from prunebench.models.walk import decoder_layers
 
     model, tokenizer = tiny_llama
-    slowed = copy.deepcopy(model)
-    for layer in decoder_layers(slowed):
-        def forward(*args, _original=layer.forward, **kwargs):
-            time.sleep(0.004)
-            return _original(*args, **kwargs)
-        layer.forward = forward
+    slowed = sleeping_layers(copy.deepcopy(model), 0.004)
     context = MetricContext(model=slowed, tokenizer=tokenizer, device=torch.device("cpu"), sparsity="0.5",
                             method="wanda", eval_seqlen=32, dense_model=lambda: copy.deepcopy(model))
     speed = registry.get_metric("speed").compute(context, repeats=3, warmup=1, decode_tokens=2, decode_batches=[1],

@@ -471,28 +471,17 @@ def test_cli_propagate_for_structured_methods(capsys, tmp_path):
         assert json.loads((tmp_path / "r.json").read_text())["pruned"]["structured"]["propagate"].startswith(expected)
 
 
-def _sleeping_layers(model, seconds: float):
-    """Each decoder layer waits `seconds` before its forward: a known cost per layer, whatever the CPU."""
-    import time
-
-    for layer in decoder_layers(model):
-        def forward(*args, _original=layer.forward, **kwargs):
-            time.sleep(seconds)
-            return _original(*args, **kwargs)
-        layer.forward = forward
-    return model
-
-
 def test_speed_orders_a_model_with_half_the_layers_above_the_full_one():
     """Two different models with a known ordering: half the decoder layers, each costing 3 ms, must show a
     prefill and decode speedup near 2 over the full model (paired per repeat, interleaved)."""
+    from planted_cost import sleeping_layers
     from prunebench.metrics.measurements import measure_speed
 
     full, _ = load_model("tiny-llama")
     shallow = copy.deepcopy(full)
     del decoder_layers(shallow)[len(decoder_layers(shallow)) // 2:]
     shallow.config.num_hidden_layers = len(decoder_layers(shallow))
-    result = measure_speed({"dense": _sleeping_layers(full, 0.003), "shallow": _sleeping_layers(shallow, 0.003)},
+    result = measure_speed({"dense": sleeping_layers(full, 0.003), "shallow": sleeping_layers(shallow, 0.003)},
                            torch.arange(32), repeats=3, decode_tokens=3, decode_batches=(1, 2), prompt_length=8)
     entry = result["models"]["shallow"]
     assert set(entry) == {"prefill", "decode_b1", "decode_b2"} and len(entry["prefill"]["seconds"]["samples"]) == 3

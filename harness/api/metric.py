@@ -84,6 +84,11 @@ class Metric:
                 found[version] = found.get(version, 0) + 1
         return found
 
+    def older_versions_label(self, records: list[dict]) -> str:
+        """", speed version 1" for a title or axis whose figures an earlier version made (any of them), else ""."""
+        older = self.older_versions(records)
+        return f", {self.name} version {'/'.join(sorted(older))}" if older else ""
+
     def older_versions_note(self, records: list[dict]) -> str | None:
         """A footnote naming the earlier versions behind some of `records`' figures and what they mean."""
         older = self.older_versions(records)

@@ -34,12 +34,11 @@ def generic_tables(metric: Metric, records: list[dict]) -> list:
                      "there is one; †: a best whose range overlaps others' (tied).")
         if any(isinstance(c, Cell) and c.flag for row in rows for c in row[1:]):
             notes.append("*: measured while other work loaded the machine (its load record); never bold or tied.")
-        older = metric.older_versions([r for runs in mine.values() for r in runs])
-        if older:
-            notes.append(metric.older_versions_note([r for runs in mine.values() for r in runs]))
-        versions = f", {metric.name} version {'/'.join(sorted(older))}" if older else ""
+        runs_of = [r for runs in mine.values() for r in runs]
+        if note := metric.older_versions_note(runs_of):
+            notes.append(note)
         tables.append(Table(f"{model}, {metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better"
-                            f"{versions})", headers, rows, notes))
+                            f"{metric.older_versions_label(runs_of)})", headers, rows, notes))
     return tables
 
 

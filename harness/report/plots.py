@@ -216,12 +216,6 @@ def _pareto_plots(plt, metric, cells: dict, efficiency, records: list[dict], sty
     return written
 
 
-def _older_versions_label(efficiency, records: list[dict]) -> str:
-    """", speed version 1" on an axis whose figures an earlier version of the metric made (any of them)."""
-    older = efficiency.older_versions(records)
-    return f", {efficiency.name} version {'/'.join(sorted(older))}" if older else ""
-
-
 def _against_efficiency(plt, metric, model, label, points, dense, dense_x, efficiency, style, records):
     """Colour is the method, marker shape the sparsity; the Pareto front is a dashed line through ringed points."""
     from matplotlib.lines import Line2D
@@ -243,7 +237,7 @@ def _against_efficiency(plt, metric, model, label, points, dense, dense_x, effic
         axes.plot([dense_x[0]], [dense.value], marker="*", color="grey", markersize=10, linestyle="none", zorder=3)
     unit = f"{value.unit}, " if value.unit else ""
     axes.set_xlabel(f"{value.label} ({unit}{'higher' if value.higher_is_better else 'lower'} is better)"
-                    f"{_older_versions_label(efficiency, records)}")
+                    f"{efficiency.older_versions_label(records)}")
     _metric_axis(axes, label, metric)
     axes.set_title(f"{model}: {metric.name} against {efficiency.name}")
     handles = [Patch(color=style[m]["color"], label=m) for m in sorted({p[0] for p in points})]
@@ -284,7 +278,7 @@ def _structured_plots(plt, metric, cells: dict, records: list[dict], style: dict
                       if cell.finite and (model, method, sparsity, seqlen) in values]
             if points:
                 if stem == "speedup":
-                    x_label += _older_versions_label(speed.item, [r for r in records if r["cell"]["model"] == model])
+                    x_label += speed.item.older_versions_label([r for r in records if r["cell"]["model"] == model])
                 figure = _structured_figure(plt, metric, model, label, points, dense, scale, x_label, style)
                 written += _save(plt, figure, out, f"{prefix}-vs-{stem}_{safe_name(model)}_{safe_name(label)}")
     return written
