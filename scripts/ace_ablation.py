@@ -1,12 +1,12 @@
 """ACE ablation on SmolLM2, on a tuning split: CosP sign handling, VarP reading, their product, and
-VarP as a factor on Wanda and RIA, each against Wanda with bootstrap intervals.
+VarP as a factor on Wanda and RIA, each against Wanda with 95% intervals.
 
 Each configuration prunes the same dense model (restored from memory between runs) with pydoc
 calibration windows and is scored by perplexity on `--eval-dataset`, by default pydoc's held-out
 fifth: disjoint from pydoc's calibration documents and from the leaderboard's WikiText-2 test
 split, so the defaults chosen from this table are not tuned on what the leaderboard reports.
 Records (with every window's NLL) are appended one JSON line per run, and a rerun skips the runs
-already there; the table, with 95% bootstrap intervals and paired ratios to Wanda, is rebuilt from
+already there; the table, with 95% intervals and paired ratios to Wanda, is rebuilt from
 the records at the end (or alone with --table-only).
 """
 from __future__ import annotations
@@ -158,8 +158,8 @@ def _key(record: dict) -> tuple:
 def write_table(records_path: Path, out: Path, evaluation: dict) -> None:
     """Perplexity with its 95% interval, the paired ratio to Wanda, and the head-to-head PAIRS.
 
-    With several seeds a cell is the mean over seeds (two-level bootstrap, seeds paired: the same
-    calibration sets). The 'all settings' column compares over all settings at once: each window's
+    With several seeds a cell is the mean over seeds (the crossed seeds x windows t interval, seeds paired:
+    the same calibration sets). The 'all settings' column compares over all settings at once: each window's
     NLL averaged over the settings, so the ratio is the geometric mean of the settings' ratios.
     """
     from prunebench import perplexity_estimate
@@ -208,14 +208,16 @@ def write_table(records_path: Path, out: Path, evaluation: dict) -> None:
         f"SmolLM2-135M pruned at each setting with {calibration['nsamples']} {calibration['dataset']} calibration "
         f"windows of L tokens; perplexity on {split}, the first {evaluation['windows']} windows of "
         f"{evaluation['seqlen']} tokens (lower is better).{dense_text} Cells are seed 0 unless marked (n seeds: mean "
-        "over seeds, intervals over seeds and windows). Brackets: 95% percentile bootstrap over windows, 2000 "
-        "resamples, seed 0. 'diverged': some window's perplexity exceeds 1e6 (the point value in parentheses; "
+        "over seeds, intervals over seeds and windows). Brackets: 95% intervals; a perplexity on one seed: the "
+        "percentile bootstrap over windows, 2000 resamples, seed 0; on several seeds, and every ratio: the t interval "
+        "over seeds and windows, crossed (one seed: the paired t interval over windows). 'diverged': some window's perplexity exceeds 1e6 (the point value in parentheses; "
         "no interval).\n\n"
         "Perplexity ↓ [95% interval]\n\n"
         + tabulate(ppl_rows, headers=["method"] + [f"{n} ↓" for n in names], tablefmt="github",
                    disable_numparse=True)
         + f"\n\nPaired ratio of perplexity to {REFERENCE} (same calibration and evaluation windows; < 1 is better) "
-        "[95% interval]; * marks an interval that excludes 1. 'all settings': each window's NLL averaged over the "
+        "[95% interval]; * marks an interval that excludes 1 on at least 3 seeds (a one-seed "
+        "comparison marks nothing). 'all settings': each window's NLL averaged over the "
         "settings, seed 0 (the geometric mean of the settings' ratios).\n\n"
         + tabulate(ratio_rows, headers=ratio_headers, tablefmt="github", disable_numparse=True)
         + "\n\nHead to head: the paired ratio of the first to the second, as above.\n\n"

@@ -96,7 +96,7 @@ def test_several_seeds_show_mean_std_and_a_two_level_interval():
     mean = sum(values) / 3
     std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
     assert re.fullmatch(rf"(\*\*)?{mean:.2f}(\*\*|†)? ± {std:.1f} \[[\d.]+, [\d.]+\]", cell)
-    assert "± std over 3 calibration seeds" in table and "two-level bootstrap" in table
+    assert "± std over 3 calibration seeds" in table and "t interval over the seeds and the windows" in table
 
 
 def test_old_records_without_window_nlls_render_without_interval_and_never_bold():
@@ -139,19 +139,27 @@ def test_accuracy_tables_bold_only_a_significant_best_and_compare_with_the_refer
     generator = torch.Generator().manual_seed(5)
     good = (torch.rand(300, generator=generator) < 0.6).int().tolist()
     bad = [c if i % 3 else 0 for i, c in enumerate(good)]  # a third of the items lost
-    records = [record("wanda", nlls(), correct=good), record("magnitude", nlls(0.5, 0.05, 1), correct=bad),
-               record("ria", nlls(0.0, 0.05, 2), correct=good)]
+
+    def three_seeds(method, window_nlls, correct):
+        return [record(method, window_nlls, correct=correct, seed=s) for s in range(3)]
+
+    records = [*three_seeds("wanda", nlls(), good), *three_seeds("magnitude", nlls(0.5, 0.05, 1), bad),
+               *three_seeds("ria", nlls(0.0, 0.05, 2), good)]
     [(_, table), (difference_title, differences)] = task_tables(records)
     rows = rows_of(table)
     # wanda and ria answer the same items: tied. Both beat magnitude, but a tie at the top means no bold.
     assert rows["wanda 0.5 L=16"][1].startswith(f"{sum(good) / 3:.2f}†")
-    assert "**" not in rows["magnitude 0.5 L=16"][1] and "Wilson" in table
+    assert "**" not in rows["magnitude 0.5 L=16"][1] and "t interval over the seeds and the items" in table
     assert "minus wanda's" in difference_title
     difference = rows_of(differences)["magnitude 0.5 L=16"][1]
     lost = -100 * sum(good[0::3]) / 300
     assert difference.startswith(f"{lost:.2f}*") and rows_of(differences)["ria 0.5 L=16"][1].startswith("0.00 [")
-    [(_, alone), _] = task_tables(records[:2])
+    [(_, alone), _] = task_tables(records[:6])
     assert rows_of(alone)["wanda 0.5 L=16"][1].startswith(f"**{sum(good) / 3:.2f}**")
+    # One calibration seed each: the Wilson interval, and too few seeds to mark anything.
+    [(_, single), (_, single_differences)] = task_tables([records[0], records[3]])
+    assert "Wilson" in single and "**" not in single and "†" not in single
+    assert "*" not in rows_of(single_differences)["magnitude 0.5 L=16"][1]
 
 
 def test_timings_mark_contention_never_bold_it_and_add_up():

@@ -136,8 +136,28 @@ def test_accuracy_differences_on_the_same_items():
     method = reference.clone()
     method[(reference == 0).nonzero()[:80]] = 1.0  # 8 points better, on the same items
     comparison = accuracy_difference([reference], [method])
-    assert comparison.value == pytest.approx(0.08) and comparison.significant and comparison.low > 0
-    assert not accuracy_difference([reference], [reference]).significant
+    # One seed each: the paired t interval over items; the differences are 80 ones and 920 zeros.
+    from scipy.stats import t
+    half = t.ppf(0.975, 999) * math.sqrt(0.08 * 0.92 * 1000 / 999) / math.sqrt(1000)
+    assert (comparison.value, comparison.low, comparison.high) == pytest.approx((0.08, 0.08 - half, 0.08 + half))
+    assert comparison.seeds == 1 and not comparison.significant  # one calibration seed marks nothing
+    three = accuracy_difference([reference.repeat(3, 1)], [method.repeat(3, 1)], same_seeds=True)
+    assert three.significant and three.low > 0
+    assert not accuracy_difference([reference.repeat(3, 1)], [reference.repeat(3, 1)], same_seeds=True).significant
+
+
+def test_accuracy_difference_over_tasks_averages_their_differences_and_adds_their_variances():
+    from scipy.stats import t
+    generator = torch.Generator().manual_seed(10)
+    tasks = [(torch.rand(n, generator=generator) < 0.6).double() for n in (200, 500)]
+    methods = [(torch.rand(n, generator=generator) < 0.5).double() for n in (200, 500)]
+    comparison = accuracy_difference(tasks, methods)
+    d = [m - r for r, m in zip(tasks, methods)]
+    parts = [x.var().item() / x.numel() / 4 for x in d]
+    df = sum(parts) ** 2 / sum(p * p / (x.numel() - 1) for p, x in zip(parts, d))
+    half = t.ppf(0.975, df) * math.sqrt(sum(parts))
+    value = sum(x.mean().item() for x in d) / 2
+    assert (comparison.value, comparison.low, comparison.high) == pytest.approx((value, value - half, value + half))
 
 
 def test_mean_accuracy_weights_tasks_equally_and_resamples_within_each():

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="html: a static site (index.html, a page per cell) in RESULTS_DIR/report/site")
     report.add_argument("--out", default=None, help="output directory; if not given, RESULTS_DIR/report (html: RESULTS_DIR/report/site)")
     report.add_argument("--reference", default="wanda",
-                        help="method every other is compared with by a paired bootstrap ('none' for no comparison)")
+                        help="method every other is compared with by a paired t interval ('none' for no comparison)")
 
     browse = commands.add_parser("browse", help="open the SQLite leaderboard in datasette (pip install prunebench[browse])")
     browse.add_argument("results_dir", nargs="?", default=None, help="results directory; if not given, results/<suite of ./benchmarks.yaml>")

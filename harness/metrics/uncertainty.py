@@ -1,32 +1,29 @@
-"""Intervals and paired comparisons for benchmark numbers: seeded bootstrap over evaluation windows
-(perplexity) or items (zero-shot accuracy), and over calibration seeds when a cell has several.
+"""Intervals and paired comparisons for benchmark numbers, over evaluation windows (perplexity) or items
+(zero-shot accuracy), and over calibration seeds when a cell has several.
 
-What varies, and what is resampled:
+What varies, and how it is covered:
 
 - Windows / items. A perplexity is exp(mean of per-window mean NLLs) over a few hundred windows of
-  one text; an accuracy is a mean over a task's items. Both are resampled with replacement
-  (percentile bootstrap, 2000 resamples by default, a fixed seed so a report is reproducible).
-- Pairing. Every method is evaluated on the same windows and items, so a comparison resamples the
-  same window (item) indices for both methods in each resample: window difficulty, which moves both
-  methods together, cancels, and the interval is that of the difference alone. A perplexity ratio is
-  exp(mean per-window NLL difference) for one seed; it is significant when its interval excludes 1
-  (an accuracy difference: when it excludes 0).
-- Calibration seeds (two-level bootstrap). With several seeds a cell's value is the mean over seeds
-  of each seed's perplexity (accuracy), reported with the seeds' standard deviation. Its interval
-  resamples both levels in each resample: the seeds with replacement, and the window indices, drawn
-  once and shared by every seed (and by both methods of a comparison). Sharing is the point: all
-  seeds are evaluated on the same windows, so seeds and windows are crossed, not nested; drawing
-  windows afresh per seed would average the window noise away and give intervals that are too
-  narrow. In a comparison the two methods' seeds are drawn independently, unless the caller says
-  both were calibrated on the same seeds (`same_seeds=True`: the same calibration sets, in the same
-  order); then a seed index is drawn once for both, as the windows are, since a paired draw is valid
-  for matched units and removes what a calibration set does to both methods alike. With few seeds
-  the seed level is crude (a bootstrap over S values understates their variance by (S - 1) / S),
-  which is why the std is printed beside it.
-- Several tasks. A mean accuracy over tasks averages per-task accuracies; each task's items are
-  resampled within the task (stratified), so every task keeps its weight.
-- One task, one seed, 0/1 correctness: the Wilson score interval instead (closed form, and not
-  empty when every item is right or every item is wrong, where a bootstrap collapses to a point).
+  one text; an accuracy is a mean over a task's items. With one calibration seed a cell's interval is
+  the percentile bootstrap over them (2000 resamples, a fixed seed so a report is reproducible).
+- Calibration seeds. Every seed is scored on the same windows (items): seeds and windows are crossed,
+  not nested. With several seeds a cell's interval, and every comparison, is a t interval whose
+  variance has a seed, a window and a residual component (two-way random-effects mean squares,
+  Welch-Satterthwaite degrees of freedom): `mean_interval`, `mean_difference_interval`. A bootstrap
+  over three seeds has 10 distinct seed resamples and understates their variance by (S - 1) / S; the
+  t interval holds its coverage with three seeds (tests/test_statistics_coverage.py).
+- Pairing. Every method is evaluated on the same windows and items, so a comparison works on the
+  per-window (per-item) differences: window difficulty, which moves both methods together, cancels.
+  A perplexity ratio is exp of the mean log-perplexity difference (`log_ratio_interval`); an accuracy
+  difference the mean correctness difference. `same_seeds=True` says both methods were calibrated on
+  the same seeds (the same calibration sets, in the same order), which pairs the seeds too.
+- Marks. A comparison is significant when its interval excludes no difference (1 for a ratio, 0 for
+  a difference) and it rests on at least three calibration seeds (`Comparison.enough_seeds`).
+- Several tasks. A mean accuracy over tasks averages per-task accuracies, so every task keeps its
+  weight; tasks are independent strata (their variances add, divided by the number of tasks squared;
+  one seed: items resampled within each task).
+- One task, one seed, 0/1 correctness: the Wilson score interval (closed form, and not empty when
+  every item is right or every item is wrong, where a bootstrap collapses to a point).
 
 Inputs with non-finite values (a diverged run) give non-finite or NaN ends; callers show such cells
 as diverged rather than asking for their interval.
@@ -65,8 +62,13 @@ class Estimate:
 
 def perplexity_estimate(window_nlls: Runs, *, resamples: int = RESAMPLES, seed: int = SEED,
                         level: float = LEVEL) -> Estimate:
-    """Perplexity with its bootstrap interval from per-window mean NLLs: 1-D (one run) or seeds x windows."""
+    """Perplexity with its interval from per-window mean NLLs: 1-D (one run: the percentile bootstrap over
+    windows) or seeds x windows (the value is the mean of the seeds' perplexities; the interval is exp of the
+    crossed seeds x windows t interval of the mean NLL, `mean_interval`, whose coverage holds with three seeds)."""
     runs = _runs(window_nlls)
+    if runs.shape[0] > 1:
+        _, low, high = mean_interval([runs], level=level)
+        return _seeds_estimate([runs], torch.exp, math.exp(low), math.exp(high))
     [statistic] = _bootstrap([[runs]], resamples, seed, torch.exp)
     return _estimate([runs], torch.exp, statistic, level)
 
@@ -100,9 +102,41 @@ def log_ratio_interval(reference: torch.Tensor, method: torch.Tensor, *, same_se
 
     degrees of freedom by Welch-Satterthwaite over the mean squares. With one seed on both sides it is
     the paired t interval over windows alone (df W - 1)."""
+    return mean_difference_interval([reference], [method], same_seeds=same_seeds, level=level)
+
+
+def mean_difference_interval(reference: Sequence[torch.Tensor], method: Sequence[torch.Tensor], *,
+                             same_seeds: bool = False, level: float = LEVEL) -> tuple[float, float, float]:
+    """(D, low, high) for D = mean over strata (tasks) of mean(method) - mean(reference), each stratum a
+    (seeds, items) pair on the same items: each stratum's variance as in `log_ratio_interval`, the strata
+    independent (Var(D) = sum of their variances / T^2), one t interval with Satterthwaite's df over all
+    their mean squares. A perplexity ratio is the one-stratum case on log scale."""
     from scipy.stats import t as student
 
-    reference, method = reference.to(torch.float64), method.to(torch.float64)
+    count = len(reference)
+    mean, variance, parts = 0.0, 0.0, []
+    for r, m in zip(reference, method):
+        stratum_mean, stratum_variance, stratum_parts = _difference_variance(r.to(torch.float64), m.to(torch.float64),
+                                                                             same_seeds)
+        mean += stratum_mean / count
+        variance += stratum_variance / count ** 2
+        parts += [(value / count ** 2, df) for value, df in stratum_parts]
+    if not math.isfinite(variance) or not math.isfinite(mean):
+        return mean, math.nan, math.nan
+    df = _satterthwaite(parts)
+    half = float(student.ppf(1 - (1 - level) / 2, df)) * math.sqrt(max(variance, 0.0))
+    return mean, mean - half, mean + half
+
+
+def mean_interval(strata: Sequence[torch.Tensor], *, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean over strata of each (seeds, items) stratum's grand mean, by the crossed
+    random-effects t interval (seed, item and residual variance): a cell's own interval over several seeds."""
+    return mean_difference_interval([torch.zeros_like(s) for s in strata], list(strata), same_seeds=True, level=level)
+
+
+def _difference_variance(reference: torch.Tensor, method: torch.Tensor,
+                         same_seeds: bool) -> tuple[float, float, list[tuple[float, int]]]:
+    """mean(method) - mean(reference) of one stratum, Var of it, and its (component, df) parts."""
     windows = method.shape[1]
     if same_seeds or reference.shape[0] == 1 or method.shape[0] == 1:
         variance, parts = _crossed_variance(method - reference)
@@ -117,12 +151,7 @@ def log_ratio_interval(reference: torch.Tensor, method: torch.Tensor, *, same_se
         variance = sum(value for value, _ in parts)
         if variance < window_part:  # the seed terms estimated below zero: the windows' part alone
             variance, parts = window_part, parts[:1]
-    mean = (method.mean() - reference.mean()).item()
-    if not math.isfinite(variance) or not math.isfinite(mean):
-        return mean, math.nan, math.nan
-    df = _satterthwaite(parts)
-    half = student.ppf(1 - (1 - level) / 2, df) * math.sqrt(max(variance, 0.0))
-    return mean, mean - half, mean + half
+    return (method.mean() - reference.mean()).item(), variance, parts
 
 
 def _mean_squares(x: torch.Tensor) -> tuple[float, float, float]:
@@ -160,10 +189,15 @@ def _satterthwaite(parts: list[tuple[float, int]]) -> float:
 
 def accuracy_estimate(tasks: Sequence[Runs], *, resamples: int = RESAMPLES, seed: int = SEED,
                       level: float = LEVEL) -> Estimate:
-    """Mean accuracy over tasks from per-item correctness (each task: items, or seeds x items), with its interval."""
+    """Mean accuracy over tasks from per-item correctness (each task: items, or seeds x items), with its interval:
+    the Wilson interval for one task and one seed, the stratified bootstrap over items for several tasks and one
+    seed, and the crossed seeds x items t interval (`mean_interval`) for several seeds."""
     strata = [_runs(task) for task in tasks]
     if not strata:
         raise ValueError("accuracy_estimate needs at least one task")
+    if max(s.shape[0] for s in strata) > 1:
+        _, low, high = mean_interval(strata, level=level)
+        return _seeds_estimate(strata, _identity, low, high)
     if len(strata) == 1 and strata[0].shape[0] == 1 and _binary(strata[0]):
         low, high = wilson_interval(int(strata[0].sum().item()), strata[0].shape[1], level)
         return Estimate(_point(strata, _identity), low, high)
@@ -173,15 +207,16 @@ def accuracy_estimate(tasks: Sequence[Runs], *, resamples: int = RESAMPLES, seed
 
 def accuracy_difference(reference_tasks: Sequence[Runs], method_tasks: Sequence[Runs], *, same_seeds: bool = False,
                         resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Comparison:
-    """Method accuracy - reference accuracy (mean over tasks) on the same items, with its paired interval.
-
-    With several seeds the difference is of the means over seeds; `same_seeds` pairs the seeds too.
-    """
+    """Method accuracy - reference accuracy (mean over tasks) on the same items, with the paired t interval of
+    `mean_difference_interval` (per task: seeds x items crossed, as a perplexity ratio's; one seed each: the
+    paired t interval over items). With several seeds the difference is of the means over seeds; `same_seeds`
+    pairs the seeds too. `resamples` and `seed` are unused (no resampling)."""
     reference, method = [_runs(t) for t in reference_tasks], [_runs(t) for t in method_tasks]
     _same_items(reference, method, same_seeds)
-    reference_stat, method_stat = _bootstrap([reference, method], resamples, seed, _identity, same_seeds)
+    _, low, high = mean_difference_interval(reference, method, same_seeds=same_seeds, level=level)
     value = _point(method, _identity) - _point(reference, _identity)
-    return Comparison(value, *_percentiles(method_stat - reference_stat, level), null=0.0)
+    seeds = max(max(s.shape[0] for s in reference), max(s.shape[0] for s in method))
+    return Comparison(value, low, high, null=0.0, seeds=seeds)
 
 
 def wilson_interval(correct: int, total: int, level: float = LEVEL) -> tuple[float, float]:
@@ -240,6 +275,11 @@ def _estimate(strata: list[torch.Tensor], transform: Callable, statistic: torch.
     return Estimate(per_seed.mean().item(), *_percentiles(statistic, level), std=std, seeds=per_seed.numel())
 
 
+def _seeds_estimate(strata: list[torch.Tensor], transform: Callable, low: float, high: float) -> Estimate:
+    per_seed = _per_seed(strata, transform)
+    return Estimate(per_seed.mean().item(), low, high, std=per_seed.std().item(), seeds=per_seed.numel())
+
+
 def _percentiles(statistic: torch.Tensor, level: float) -> tuple[float, float]:
     """Percentile interval (linear interpolation, as numpy.percentile's default)."""
     tail = (1 - level) / 2
@@ -282,4 +322,4 @@ def _bootstrap(groups: list[list[torch.Tensor]], resamples: int, seed: int, tran
 
 
 __all__ = ["Comparison", "Estimate", "LEVEL", "RESAMPLES", "SEED", "accuracy_difference", "accuracy_estimate",
-           "log_ratio_interval", "perplexity_estimate", "perplexity_ratio", "wilson_interval"]
+           "log_ratio_interval", "mean_difference_interval", "mean_interval", "perplexity_estimate", "perplexity_ratio", "wilson_interval"]

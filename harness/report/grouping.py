@@ -53,17 +53,18 @@ def interval_notes(cells: list, unit: str, resamples: int, compared: bool = Fals
     cells = [c for c in cells if isinstance(c, Cell) and c.finite]
     notes = []
     if any(c.has_interval for c in cells):
-        if compared and unit == "windows":
-            notes.append("[low, high]: 95% interval of the ratio, a t interval over the calibration seeds and the "
-                         "same windows, crossed (prunebench.metrics.uncertainty.log_ratio_interval).")
+        if compared:
+            what = "of the ratio" if unit == "windows" else "of the difference"
+            notes.append(f"[low, high]: 95% interval {what}, a t interval over the calibration seeds and the same "
+                         f"{unit}, crossed (prunebench.metrics.uncertainty.mean_difference_interval).")
         else:
-            how = "paired bootstrap over the same" if compared else "bootstrap over the"
-            wilson = "; the Wilson interval for one task and one seed" if unit == "items" and not compared else ""
-            notes.append(f"[low, high]: 95% interval, {how} {unit} ({resamples} resamples, seeded){wilson}.")
+            wilson = "; the Wilson interval for one task" if unit == "items" else ""
+            notes.append(f"[low, high]: 95% interval; one calibration seed: a bootstrap over the {unit} "
+                         f"({resamples} resamples, seeded){wilson}.")
     seeds = sorted({len(c.seeds) for c in cells if c.std is not None})
     if seeds:
-        notes.append(f"± std over {' or '.join(map(str, seeds))} calibration seeds; the interval resamples the seeds "
-                     f"and the {unit} (two-level bootstrap).")
+        notes.append(f"± std over {' or '.join(map(str, seeds))} calibration seeds; the interval is a t interval over "
+                     f"the seeds and the {unit}, crossed (prunebench.metrics.uncertainty.mean_interval).")
     if compared and any(c.flag == SIGNIFICANT for c in cells):
         notes.append(f"*: the interval excludes no difference (a ratio of 1, a difference of 0), with at least {MIN_SEEDS} "
                      "calibration seeds: a significant difference.")

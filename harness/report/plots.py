@@ -94,7 +94,8 @@ def _caption(figure, cells: list, note: str | None = None) -> None:
     with_interval = sum(1 for c in cells if c.has_interval)
     with_std = sum(1 for c in cells if not c.has_interval and c.std is not None)
     if with_interval == len(cells):
-        text = "error bars: 95% bootstrap interval (over evaluation windows, and seeds where several)"
+        text = ("error bars: 95% interval (one seed: bootstrap over evaluation windows; several: t interval over "
+                "seeds and windows, crossed)")
     elif with_interval or with_std:
         text = ("error bars: 95% interval where recorded, else ± std over seeds; points without bars have "
                 "no per-window NLLs")

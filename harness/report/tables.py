@@ -21,17 +21,18 @@ from .structured_tables import structured_tables
 HOW_TO_READ = f"""\
 How to read these tables
 
-- `89.68 [87.1, 92.3]`: a value with its 95% interval, a seeded bootstrap ({RESAMPLES} resamples) over the
-  evaluation windows (perplexity) or the task's items (accuracy; the Wilson interval for one task and one seed).
-- `89.68 ± 1.20 [85.9, 93.4]`: with several calibration seeds, the mean and standard deviation over seeds, and an
-  interval that resamples both the seeds and the windows (a two-level bootstrap, see prunebench.uncertainty).
+- `89.68 [87.1, 92.3]`: a value with its 95% interval; one calibration seed: a seeded bootstrap ({RESAMPLES}
+  resamples) over the evaluation windows (perplexity) or the task's items (accuracy; the Wilson interval for one task).
+- `89.68 ± 1.20 [85.9, 93.4]`: with several calibration seeds, the mean and standard deviation over seeds, and a t
+  interval over the seeds and the windows (items), crossed, which holds its coverage with three seeds
+  (prunebench.metrics.uncertainty.mean_interval).
 - **Bold**: best in its column, and the paired 95% interval of its difference to the runner-up (both evaluated on
   the same windows or items) excludes 0. When it does not, there is no bold: the best and every cell statistically
   tied with it carry a dagger {DAGGER}.
 - Ratio and difference tables compare each method with a reference method in the same setting, with the paired
-  95% interval (a perplexity ratio: a t interval over calibration seeds and windows, crossed, which holds its
-  coverage with three seeds; an accuracy difference: the paired bootstrap); * marks a comparison whose interval
-  excludes no difference (a ratio of 1, a difference of 0). With fewer than 3 calibration seeds a perplexity
+  95% interval: a t interval over calibration seeds and windows (items), crossed, the same for a perplexity ratio
+  and an accuracy difference (prunebench.metrics.uncertainty.mean_difference_interval); * marks a comparison whose
+  interval excludes no difference (a ratio of 1, a difference of 0). With fewer than 3 calibration seeds a
   comparison marks nothing: no *, no bold, no dagger.
 - "no interval" (a footnote): the record lacks per-window NLLs or per-item correctness (an older prunebench),
   so its cells show no interval, are never bold, and ties with them are not tested.
