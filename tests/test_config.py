@@ -177,3 +177,45 @@ def test_a_named_perplexity_protocol_fixes_seqlen_and_windows(tmp_path):
         load_config(write(tmp_path, GOOD.replace("seqlen: 64, max_windows: 4", "protocol: flap2")))
     with pytest.raises(UsageError, match="protocol llm-pruner fixes seqlen; leave it out or drop the protocol"):
         load_config(write(tmp_path, GOOD.replace("max_windows: 4", "protocol: llm-pruner")))
+
+
+def test_a_token_budget_gives_each_length_its_window_count_beside_the_fixed_counts(tmp_path):
+    text = GOOD.replace("calibration: {dataset: pydoc, nsamples: 4, lengths: [16, 32], seeds: [0, 1]}",
+                        "calibration: {dataset: pydoc, windows: [4], tokens: [128], lengths: [16, 32, 64], seeds: [0]}")
+    config = load_config(write(tmp_path, text))
+    # Fixed count 4 at each length, then 128 tokens: 8 x 16, 4 x 32 (already there), 2 x 64.
+    assert config.calibration_shapes == [(4, 16), (4, 32), (4, 64), (8, 16), (2, 64)]
+    wanda = [c.name for c in expand(config) if c.method is not None and c.method.label == "wanda" and c.sparsity == "0.5"]
+    assert [n.split("calib=")[1] for n in wanda] == ["pydoc-4x16,seed=0", "pydoc-4x32,seed=0", "pydoc-4x64,seed=0",
+                                                     "pydoc-8x16,seed=0", "pydoc-2x64,seed=0"]
+    budget_only = load_config(write(tmp_path, text.replace("windows: [4], ", "")))
+    assert budget_only.calibration_shapes == [(8, 16), (4, 32), (2, 64)]
+
+
+def test_a_token_budget_must_be_whole_windows_at_every_length(tmp_path):
+    text = GOOD.replace("calibration: {dataset: pydoc, nsamples: 4, lengths: [16, 32], seeds: [0, 1]}",
+                        "calibration: {dataset: pydoc, tokens: [100], lengths: [16, 32], seeds: [0]}")
+    with pytest.raises(UsageError) as error:
+        load_config(write(tmp_path, text))
+    assert "a budget of 100 tokens is not a whole number of 16-token windows" in str(error.value)
+
+
+def test_metrics_run_where_metrics_only_and_the_entries_pick(tmp_path):
+    text = GOOD.replace("    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n",
+                        "    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n  metrics: [size, memory]\n"
+                        "  metrics_only: {lengths: [32], seeds: [0]}\n")
+    text = text.replace("  - label: mag\n    method: magnitude\n", "  - label: mag\n    method: magnitude\n    metrics: [size]\n")
+    config = load_config(write(tmp_path, text))
+    names = {c.name: [m.name for m in config.metrics_for(c)] for c in expand(config)}
+    assert names["model=tiny-llama,method=dense"] == ["size", "memory"]  # the dense cell always runs them
+    assert names["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x32,seed=0"] == ["size", "memory"]
+    assert names["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x16,seed=0"] == []
+    assert names["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x32,seed=1"] == []
+    assert names["model=tiny-llama,method=mag,sparsity=0.5,calib=pydoc-4x32,seed=0"] == ["size"]
+    # Hashes: a cell that runs no metrics differs from one that runs them; nothing else moves.
+    wanda = [c for c in expand(config) if c.method_label == "wanda"]
+    assert len({content_hash(c, config) for c in wanda}) == len(wanda)
+    bad = text.replace("    metrics: [size]\n", "    metrics: [speed]\n")
+    with pytest.raises(UsageError) as error:
+        load_config(write(tmp_path, bad))
+    assert "'speed' is not in evaluation.metrics (size, memory)" in str(error.value)

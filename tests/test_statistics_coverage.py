@@ -152,8 +152,7 @@ def accuracy_coverage(estimator, seeds, seed_sd, same_seeds, trials):
 @pytest.mark.parametrize("seed_sd", [0.0, 0.3])
 @pytest.mark.parametrize("same_seeds", [False, True])
 def test_the_accuracy_difference_interval_covers_the_truth(seeds, seed_sd, same_seeds):
-    """0/1 items: with paired seeds and no seed effect on the difference, the estimator's guard against a
-    negative variance component (the max) makes it slightly conservative, up to about 97.7% measured."""
+    """0/1 items with item difficulty and seed effects on the logit: the same bounds as the ratio's."""
     from prunebench.metrics.uncertainty import accuracy_difference
 
     def ours(reference, method, same):
@@ -161,7 +160,7 @@ def test_the_accuracy_difference_interval_covers_the_truth(seeds, seed_sd, same_
         return comparison.low, comparison.high
 
     rate = accuracy_coverage(ours, seeds, seed_sd, same_seeds, trials=1000)
-    assert 0.93 <= rate <= 0.98, f"coverage {rate:.3f} at nominal 0.95"
+    assert 0.93 <= rate <= 0.975, f"coverage {rate:.3f} at nominal 0.95"
 
 
 def test_the_previous_accuracy_bootstrap_misses_the_nominal_level():

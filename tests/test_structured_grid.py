@@ -105,7 +105,8 @@ def test_structured_entries_leave_other_cells_hashes_alone_and_may_choose_their_
     wanda, shortgpt = mixed.methods
     model = mixed.models[0]
     assert mixed.tasks_for(model, shortgpt).names == () and mixed.tasks_for(model, wanda).names == mixed.tasks.names
-    assert [s.name for s in mixed.metric_specs(model, shortgpt)] == ["perplexity"]
+    shortgpt_cell = next(c for c in cells if c.method_label == "shortgpt")
+    assert [s.name for s in mixed.metric_specs(shortgpt_cell)] == ["perplexity"]
     # Adding a structured entry changes no other cell's hash (tasks aside, which the wanda cell now runs).
     plain = load_config(grid(tmp_path, ["wanda", "{method: shortgpt, sparsity: [0.25]}"], name="plain.yaml"))
     assert [content_hash(c, plain) for c in expand(plain)[:2]] == [content_hash(c, base) for c in expand(base)]

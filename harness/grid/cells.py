@@ -51,7 +51,7 @@ class Cell:
         evaluation = {"perplexity": [asdict(p) for p in config.perplexity],
                       "tasks": asdict(config.tasks_for(self.model, self.method))}
         if config.metrics and metrics:  # only when named, so grids without them keep their hashes
-            evaluation["metrics"] = metric_descriptors(config)
+            evaluation["metrics"] = metric_descriptors(config, self)
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}
         calibration = {"dataset": self.calibration_dataset, "nsamples": self.nsamples, "seqlen": self.seqlen,
                        "seed": self.seed}
@@ -72,14 +72,16 @@ class Cell:
         return described
 
 
-def metric_descriptors(config: BenchmarkConfig) -> list[dict]:
-    """evaluation.metrics as recorded: each metric's name, settings and plugin version."""
-    return [{"name": m.name, "settings": m.settings, "version": registry.get_metric(m.name).version} for m in config.metrics]
+def metric_descriptors(config: BenchmarkConfig, cell: "Cell | None" = None) -> list[dict]:
+    """evaluation.metrics as recorded (those `cell` runs, when given): each metric's name, settings and
+    plugin version."""
+    specs = config.metrics_for(cell)
+    return [{"name": m.name, "settings": m.settings, "version": registry.get_metric(m.name).version} for m in specs]
 
 
 def expand(config: BenchmarkConfig) -> list[Cell]:
     """Dense baselines first (one per model), then models x methods x sparsity x calibration sources x
-    windows x lengths x seeds, less what a model or method entry leaves out with its own
+    calibration shapes (windows x lengths, and each token budget's windows per length) x seeds, less what a model or method entry leaves out with its own
     methods/sparsity/lengths/seeds (a structured method runs its own ratios, when its entry gives
     them, instead of the grid's)."""
     cells = []
@@ -87,9 +89,9 @@ def expand(config: BenchmarkConfig) -> list[Cell]:
         cells.append(Cell(config.suite, model, None, None, None, None, None, None))
         for method in config.methods:
             own = method.structured and method.only.sparsities is not None
-            for sparsity, source, windows, seqlen, seed in product(
-                    method.only.sparsities if own else config.sparsities, config.calibration_sources, config.windows,
-                    config.lengths, config.seeds):
+            for sparsity, source, (windows, seqlen), seed in product(
+                    method.only.sparsities if own else config.sparsities, config.calibration_sources,
+                    config.calibration_shapes, config.seeds):
                 if model.only.allows(method.label, sparsity, seqlen, seed) and \
                         method.only.allows(None, sparsity, seqlen, seed):
                     cells.append(Cell(config.suite, model, method, sparsity, source, windows, seqlen, seed))

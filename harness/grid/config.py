@@ -25,13 +25,14 @@ from ..registry import allocation_for, allocation_names
 TOP_KEYS = {"suite", "models", "methods", "sparsity", "calibration", "evaluation", "device", "dtype", "batch_size", "propagate",
             "resources"}
 RESTRICTION_KEYS = {"sparsity", "lengths", "seeds"}  # an entry may run only part of the grid
-MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks"} | RESTRICTION_KEYS
+MODEL_KEYS = {"alias", "id", "path", "methods", "resources", "tasks", "metrics"} | RESTRICTION_KEYS
 RESOURCE_KEYS = {"cpus", "gpus", "memory_gb", "retries"}
-METHOD_KEYS = {"method", "label", "args", "allocation", "tasks"} | RESTRICTION_KEYS
+METHOD_KEYS = {"method", "label", "args", "allocation", "tasks", "metrics"} | RESTRICTION_KEYS
 # Each axis under one name of a pair: the dataset (or source) and nsamples (or windows) may be lists.
 CALIBRATION_SYNONYMS = (("source", "dataset"), ("windows", "nsamples"), ("lengths", "length"), ("seeds", "seed"))
-CALIBRATION_KEYS = {key for pair in CALIBRATION_SYNONYMS for key in pair}
-EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "data_dir"}
+# tokens: fixed token budgets, each giving tokens / L windows at every length L (beside the fixed counts).
+CALIBRATION_KEYS = {key for pair in CALIBRATION_SYNONYMS for key in pair} | {"tokens"}
+EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "metrics_only", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows", "protocol"}
 TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
@@ -67,6 +68,7 @@ class ModelSpec:
     only: Restriction = Restriction()
     resources: Resources | None = None  # this model's cells' needs, instead of the grid's
     tasks: tuple[str, ...] | None = None  # the zero-shot tasks this model runs, when not all of the grid's
+    metrics: tuple[str, ...] | None = None  # the evaluation.metrics its cells run, when not all of them
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class MethodSpec:
     structured: bool = False  # removes whole heads, channels or layers (prunebench.pruning.structured_engine)
     tasks: tuple[str, ...] | None = None  # the zero-shot tasks its cells run, instead of their model's
     propagate: str = "dense"  # a structured method's: its layers are scored on the dense model unless asked
+    metrics: tuple[str, ...] | None = None  # the evaluation.metrics its cells run, instead of their model's
 
 
 @dataclass
@@ -102,6 +105,16 @@ class BenchmarkConfig:
     path: Path | None = None
     resources: Resources = Resources()
     metrics: tuple = ()  # prunebench.api.metric.MetricSpec: the metrics named in evaluation.metrics
+    token_budgets: tuple = ()  # calibration.tokens: each length also gets tokens / length windows
+    metrics_only: Restriction = Restriction()  # evaluation.metrics_only: the cells evaluation.metrics run on
+
+    @property
+    def calibration_shapes(self) -> list[tuple[int, int]]:
+        """(windows, length) of every calibration set: each fixed count at each length, then each token
+        budget's tokens / length windows at each length; a shape both give is listed once."""
+        shapes = [(w, l) for w in self.windows for l in self.lengths]
+        shapes += [(tokens // l, l) for tokens in self.token_budgets for l in self.lengths]
+        return list(dict.fromkeys(shapes))
 
     @property
     def eval_seqlen(self) -> int:
@@ -114,14 +127,26 @@ class BenchmarkConfig:
         names = method.tasks if method is not None and method.tasks is not None else model.tasks
         return self.tasks if names is None else replace(self.tasks, names=names)
 
-    def metric_specs(self, model: ModelSpec | None = None, method: MethodSpec | None = None) -> list:
-        """Every metric a cell (of `model` and `method`) runs: the perplexity and tasks shorthand first,
-        then evaluation.metrics."""
-        tasks = self.tasks if model is None else self.tasks_for(model, method)
+    def metric_specs(self, cell=None) -> list:
+        """Every metric a cell (None: any) runs: the perplexity and tasks shorthand first, then
+        evaluation.metrics (`metrics_for`)."""
+        tasks = self.tasks if cell is None else self.tasks_for(cell.model, cell.method)
         specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
         if tasks.names:
             specs.append(MetricSpec("zero-shot", dict(asdict(tasks), names=list(tasks.names))))
-        return specs + list(self.metrics)
+        return specs + list(self.metrics_for(cell))
+
+    def metrics_for(self, cell=None) -> tuple:
+        """The evaluation.metrics a cell (a grid Cell; None: any) runs: none where evaluation.metrics_only
+        leaves its pruned cell out (a dense cell runs them all), else its method entry's `metrics` pick,
+        else its model entry's, else all of them."""
+        if cell is None:
+            return self.metrics
+        if cell.method is not None and not self.metrics_only.allows(cell.method.label, cell.sparsity, cell.seqlen,
+                                                                    cell.seed):
+            return ()
+        names = cell.method.metrics if cell.method is not None and cell.method.metrics is not None else cell.model.metrics
+        return self.metrics if names is None else tuple(m for m in self.metrics if m.name in names)
 
     def cell_resources(self, model: ModelSpec) -> Resources:
         return model.resources or self.resources
@@ -251,23 +276,25 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     models = _models(errors, raw)
     methods = _methods(errors, raw)
     sparsities = _sparsities(errors, raw, methods)
-    sources, windows, lengths, seeds = _calibration(errors, raw)
+    sources, windows, lengths, seeds, budgets = _calibration(errors, raw)
     evaluation = _evaluation(errors, raw)
     perplexity = _perplexity(errors, evaluation)
     _check_calibration_sources(errors, raw, sources, perplexity, _data_dir(evaluation, path))
     tasks = _tasks(errors, evaluation, models, methods)
     metrics = _metrics(errors, evaluation.get("metrics") or [])
+    metrics_only = _metrics_only(errors, evaluation)
     device, dtype, propagate, batch_size, resources = _machine(errors, raw, models)
     for key in ("models", "methods", "sparsity"):
         if key in raw and not _as_list(raw[key]):
             errors.add((key,), "must not be empty.")
     _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
+    _check_metric_picks(errors, raw, models, methods, metrics)
     for i, model in enumerate(models):
         _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
     errors.raise_if_any()
     return BenchmarkConfig(suite, models, methods, sparsities, sources, windows, lengths, seeds,
                            perplexity, tasks, _data_dir(evaluation, path), device, dtype, batch_size, propagate, path,
-                           resources, metrics)
+                           resources, metrics, tuple(budgets), metrics_only)
 
 
 def _check_top_level(errors: _Errors, raw: Any, duplicates: list | None) -> None:
@@ -319,7 +346,7 @@ def _models(errors: _Errors, raw: dict) -> list[ModelSpec]:
         model_resources = _resources(errors, entry["resources"], where + ("resources",)) if "resources" in entry else None
         model_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
         models.append(ModelSpec(label=label, source=source, only=_restriction(entry), resources=model_resources,
-                                tasks=model_tasks))
+                                tasks=model_tasks, metrics=_metric_pick(entry)))
     return models
 
 
@@ -356,7 +383,7 @@ def _methods(errors: _Errors, raw: dict) -> list[MethodSpec]:
         allocation_name, settings = _allocation(errors, where, None if structured else entry.get("allocation"))
         method_tasks = tuple(str(t) for t in _as_list(entry["tasks"])) if "tasks" in entry else None
         methods.append(MethodSpec(label, name, args, allocation_name, tuple(sorted(settings.items())),
-                                  _restriction(entry), structured, method_tasks))
+                                  _restriction(entry), structured, method_tasks, metrics=_metric_pick(entry)))
     return methods
 
 
@@ -409,8 +436,9 @@ def _sparsities(errors: _Errors, raw: dict, methods: list[MethodSpec]) -> list[s
     return sparsities
 
 
-def _calibration(errors: _Errors, raw: dict) -> tuple[list[str], list[int], list[int], list[int]]:
-    """calibration: (sources, windows, lengths, seeds), each an axis of the grid."""
+def _calibration(errors: _Errors, raw: dict) -> tuple[list[str], list[int], list[int], list[int], list[int]]:
+    """calibration: (sources, windows, lengths, seeds, token budgets), each an axis of the grid (a budget
+    gives each length tokens / length windows; without `windows` the budgets alone set the counts)."""
     calibration = raw.get("calibration") or {}
     if not isinstance(calibration, dict):
         errors.add(("calibration",), "must be a mapping with source, windows, lengths, seeds.")
@@ -422,23 +450,34 @@ def _calibration(errors: _Errors, raw: dict) -> tuple[list[str], list[int], list
     sources_key = _axis_key(calibration, "source", "dataset")
     sources = [str(v) for v in _as_list(calibration.get(sources_key, "pydoc"))]  # checked with the evaluation
     windows_key = _axis_key(calibration, "windows", "nsamples")
+    budgets = [_positive_int(errors, v, _axis_where(calibration, "tokens", i))
+               for i, v in enumerate(_as_list(calibration.get("tokens", [])))]
+    default_windows = [] if budgets and windows_key not in calibration else 128
     windows = [_positive_int(errors, v, _axis_where(calibration, windows_key, i))
-               for i, v in enumerate(_as_list(calibration.get(windows_key, 128)))]
+               for i, v in enumerate(_as_list(calibration.get(windows_key, default_windows)))]
     lengths_key = _axis_key(calibration, "lengths", "length")
     lengths = [_positive_int(errors, v, ("calibration", lengths_key, i))
                for i, v in enumerate(_as_list(calibration.get(lengths_key, 128)))]
+    for i, tokens in enumerate(budgets):
+        for length in lengths:
+            if isinstance(tokens, int) and isinstance(length, int) and length > 0 and tokens % length:
+                errors.add(_axis_where(calibration, "tokens", i),
+                           f"a budget of {tokens} tokens is not a whole number of {length}-token windows; "
+                           f"give a multiple of every length (e.g. {tokens - tokens % length + length}).")
     seeds_key = _axis_key(calibration, "seeds", "seed")
     seeds = _as_list(calibration.get(seeds_key, 0))
     for i, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int):
             errors.add(("calibration", seeds_key, i), f"a seed is an integer, not {seed!r}.")
-    for key, values in ((sources_key, sources), (windows_key, windows), (lengths_key, lengths), (seeds_key, seeds)):
-        if not values:
+    axes = [(sources_key, sources), (windows_key, windows), (lengths_key, lengths), (seeds_key, seeds),
+            ("tokens", budgets)]
+    for key, values in axes:
+        if not values and (key in calibration or key in (sources_key, lengths_key, seeds_key)):
             errors.add(("calibration", key), "must not be empty; give at least one value.")
         for i, value in enumerate(values):
             if value in values[:i]:
                 errors.add(("calibration", key, i), f"{value!r} is listed twice; list each value once.")
-    return sources, windows, lengths, seeds
+    return sources, windows, lengths, seeds, budgets
 
 
 def _axis_where(calibration: dict, key: str, index: int) -> tuple:
@@ -555,6 +594,32 @@ def _data_dir(evaluation: dict, path: Path | None) -> str | None:
     if data_dir and path is not None and not Path(data_dir).is_absolute():
         data_dir = str((path.parent / data_dir).resolve()) if (path.parent / data_dir).exists() else data_dir
     return data_dir
+
+
+def _metrics_only(errors: _Errors, evaluation: dict) -> Restriction:
+    """evaluation.metrics_only: the pruned cells evaluation.metrics run on (methods, sparsity, lengths, seeds)."""
+    raw = evaluation.get("metrics_only") or {}
+    if not isinstance(raw, dict) or set(raw) - RESTRICTION_KEYS - {"methods"}:
+        errors.add(("evaluation", "metrics_only"), "metrics_only is a mapping with methods, sparsity, lengths and "
+                   "seeds: the pruned cells evaluation.metrics run on.")
+        return Restriction()
+    return _restriction(raw)
+
+
+def _metric_pick(entry: dict) -> tuple[str, ...] | None:
+    """A model or method entry's `metrics`: the names of evaluation.metrics its cells run ([]: none)."""
+    return tuple(str(name) for name in _as_list(entry["metrics"])) if "metrics" in entry else None
+
+
+def _check_metric_picks(errors: _Errors, raw: dict, models: list, methods: list, metrics: tuple) -> None:
+    """Each entry's `metrics` must name metrics of evaluation.metrics."""
+    named = [m.name for m in metrics]
+    for key, specs in (("models", models), ("methods", methods)):
+        for i, spec in enumerate(specs):
+            for name in spec.metrics or ():
+                if name not in named:
+                    errors.add((key, i, "metrics"), f"'{name}' is not in evaluation.metrics "
+                               f"({', '.join(named) or 'none named'}); an entry picks from those.")
 
 
 def _metrics(errors: _Errors, raw: Any) -> tuple:

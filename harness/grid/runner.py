@@ -129,7 +129,7 @@ def _evaluate(cell: Cell, session: _ModelSession, config: BenchmarkConfig, devic
                             eval_seqlen=config.eval_seqlen,
                             evaluation_tokens=lambda dataset: session.evaluation_tokens(dataset, config),
                             dense_model=session.dense_copy, structured=is_structured_cell(cell))
-    return run_metrics(config.metric_specs(cell.model, cell.method) if specs is None else specs, context)
+    return run_metrics(config.metric_specs(cell) if specs is None else specs, context)
 
 
 def _prune_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, device: torch.device,
@@ -181,7 +181,7 @@ def _extend_cell(cell: Cell, session: _ModelSession, config: BenchmarkConfig, de
     pruned, model = _prune_cell(cell, session, config, device, progress)
     _check_reproduced(cell, session, config, device, previous, pruned, model)
     done = previous.get("evaluation_metrics") or []
-    missing = [spec for spec, described in zip(config.metrics, metric_descriptors(config))
+    missing = [spec for spec, described in zip(config.metrics_for(cell), metric_descriptors(config, cell))
                if described not in done or spec.name in remeasure]
     evaluated, diverged = _evaluate(cell, session, config, device, progress, model, specs=missing)
     record = {key: value for key, value in previous.items() if key not in ("schema", "hash")}
@@ -311,7 +311,7 @@ def failed_fields(error: BaseException, trace: str) -> dict:
 def record_header(cell: Cell, config: BenchmarkConfig, cell_hash: str, provenance: dict) -> dict:
     """The part of a record the driver knows before the cell runs."""
     return {"name": cell.name, "hash": cell_hash, "base_hash": content_hash(cell, config, provenance, metrics=False),
-            "evaluation_metrics": metric_descriptors(config), "cell": _cell_fields(cell, config),
+            "evaluation_metrics": metric_descriptors(config, cell), "cell": _cell_fields(cell, config),
             "provenance": provenance, "seed": cell.seed}
 
 
