@@ -219,3 +219,19 @@ def test_metrics_run_where_metrics_only_and_the_entries_pick(tmp_path):
     with pytest.raises(UsageError) as error:
         load_config(write(tmp_path, bad))
     assert "'speed' is not in evaluation.metrics (size, memory)" in str(error.value)
+
+
+def test_tasks_only_keeps_zero_shot_to_the_cells_it_names(tmp_path):
+    text = GOOD.replace("    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n",
+                        "    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n"
+                        "  tasks: [prunebench_lastword_wikitext2]\n  tasks_only: {lengths: [32]}\n")
+    config = load_config(write(tmp_path, text))
+    tasks = {c.name: config.tasks_of(c).names for c in expand(config)}
+    assert tasks["model=tiny-llama,method=dense"] == ("prunebench_lastword_wikitext2",)
+    assert tasks["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x32,seed=1"] == ("prunebench_lastword_wikitext2",)
+    assert tasks["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x16,seed=1"] == ()
+    names = {c.name: [s.name for s in config.metric_specs(c)] for c in expand(config)}
+    assert names["model=tiny-llama,method=wanda,sparsity=0.5,calib=pydoc-4x16,seed=1"] == ["perplexity"]
+    with pytest.raises(UsageError) as error:
+        load_config(write(tmp_path, text.replace("tasks_only: {lengths: [32]}", "tasks_only: {length: [32]}")))
+    assert "tasks_only is a mapping with methods, sparsity, lengths and seeds" in str(error.value)

@@ -180,6 +180,11 @@ def run_report(args) -> int:
         print(f"wrote {write_site(results_dir, args.out, reference=reference)}")
         return 0
     print(write_report(results_dir, args.format, args.out, reference=reference))
+    if args.claims:
+        from ..report.claims import write_claims  # torch loads here, not when the CLI starts
+
+        path, _ = write_claims(args.claims, ResultsStore(results_dir).records(), args.format)
+        print(f"wrote {path}")
     return 0
 
 

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("github", "latex", "csv", "html"), default="github",
                         help="html: a static site (index.html, a page per cell) in RESULTS_DIR/report/site")
     report.add_argument("--out", default=None, help="output directory; if not given, RESULTS_DIR/report (html: RESULTS_DIR/report/site)")
+    report.add_argument("--claims", default=None, metavar="FILE",
+                        help="also write the claims table of this claims YAML (e.g. results/claims/claims.yaml) "
+                             "beside it, from RESULTS_DIR's records")
     report.add_argument("--reference", default="wanda",
                         help="method every other is compared with by a paired t interval ('none' for no comparison)")
 

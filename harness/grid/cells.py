@@ -49,7 +49,7 @@ class Cell:
         """Everything that changes this cell's numbers (and nothing that does not); `metrics=False`
         leaves out evaluation.metrics, which a finished cell can gain later (`metric_descriptors`)."""
         evaluation = {"perplexity": [asdict(p) for p in config.perplexity],
-                      "tasks": asdict(config.tasks_for(self.model, self.method))}
+                      "tasks": asdict(config.tasks_of(self))}
         if config.metrics and metrics:  # only when named, so grids without them keep their hashes
             evaluation["metrics"] = metric_descriptors(config, self)
         described = {"model": self.model.source, "dtype": config.dtype, "evaluation": evaluation}

@@ -32,7 +32,7 @@ METHOD_KEYS = {"method", "label", "args", "allocation", "tasks", "metrics"} | RE
 CALIBRATION_SYNONYMS = (("source", "dataset"), ("windows", "nsamples"), ("lengths", "length"), ("seeds", "seed"))
 # tokens: fixed token budgets, each giving tokens / L windows at every length L (beside the fixed counts).
 CALIBRATION_KEYS = {key for pair in CALIBRATION_SYNONYMS for key in pair} | {"tokens"}
-EVALUATION_KEYS = {"perplexity", "tasks", "metrics", "metrics_only", "data_dir"}
+EVALUATION_KEYS = {"perplexity", "tasks", "tasks_only", "metrics", "metrics_only", "data_dir"}
 PERPLEXITY_KEYS = {"dataset", "seqlen", "max_windows", "protocol"}
 TASK_KEYS = {"names", "num_fewshot", "limit", "batch_size", "path", "text_path"}
 
@@ -106,7 +106,8 @@ class BenchmarkConfig:
     resources: Resources = Resources()
     metrics: tuple = ()  # prunebench.api.metric.MetricSpec: the metrics named in evaluation.metrics
     token_budgets: tuple = ()  # calibration.tokens: each length also gets tokens / length windows
-    metrics_only: Restriction = Restriction()  # evaluation.metrics_only: the cells evaluation.metrics run on
+    metrics_only: Restriction = Restriction()  # evaluation.metrics_only: the pruned cells evaluation.metrics run on
+    tasks_only: Restriction = Restriction()  # evaluation.tasks_only: the pruned cells the zero-shot tasks run on
 
     @property
     def calibration_shapes(self) -> list[tuple[int, int]]:
@@ -127,10 +128,18 @@ class BenchmarkConfig:
         names = method.tasks if method is not None and method.tasks is not None else model.tasks
         return self.tasks if names is None else replace(self.tasks, names=names)
 
+    def tasks_of(self, cell) -> TaskSpec:
+        """The zero-shot settings of one grid cell: `tasks_for` its entries, and no tasks where
+        evaluation.tasks_only leaves its pruned cell out."""
+        tasks = self.tasks_for(cell.model, cell.method)
+        if cell.method is not None and not self.tasks_only.allows(cell.method.label, cell.sparsity, cell.seqlen, cell.seed):
+            return replace(tasks, names=())
+        return tasks
+
     def metric_specs(self, cell=None) -> list:
         """Every metric a cell (None: any) runs: the perplexity and tasks shorthand first, then
         evaluation.metrics (`metrics_for`)."""
-        tasks = self.tasks if cell is None else self.tasks_for(cell.model, cell.method)
+        tasks = self.tasks if cell is None else self.tasks_of(cell)
         specs = [MetricSpec("perplexity", asdict(spec)) for spec in self.perplexity]
         if tasks.names:
             specs.append(MetricSpec("zero-shot", dict(asdict(tasks), names=list(tasks.names))))
@@ -282,7 +291,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     _check_calibration_sources(errors, raw, sources, perplexity, _data_dir(evaluation, path))
     tasks = _tasks(errors, evaluation, models, methods)
     metrics = _metrics(errors, evaluation.get("metrics") or [])
-    metrics_only = _metrics_only(errors, evaluation)
+    metrics_only, tasks_only = _only(errors, evaluation, "metrics_only"), _only(errors, evaluation, "tasks_only")
     device, dtype, propagate, batch_size, resources = _machine(errors, raw, models)
     for key in ("models", "methods", "sparsity"):
         if key in raw and not _as_list(raw[key]):
@@ -294,7 +303,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
     errors.raise_if_any()
     return BenchmarkConfig(suite, models, methods, sparsities, sources, windows, lengths, seeds,
                            perplexity, tasks, _data_dir(evaluation, path), device, dtype, batch_size, propagate, path,
-                           resources, metrics, tuple(budgets), metrics_only)
+                           resources, metrics, tuple(budgets), metrics_only, tasks_only)
 
 
 def _check_top_level(errors: _Errors, raw: Any, duplicates: list | None) -> None:
@@ -596,12 +605,13 @@ def _data_dir(evaluation: dict, path: Path | None) -> str | None:
     return data_dir
 
 
-def _metrics_only(errors: _Errors, evaluation: dict) -> Restriction:
-    """evaluation.metrics_only: the pruned cells evaluation.metrics run on (methods, sparsity, lengths, seeds)."""
-    raw = evaluation.get("metrics_only") or {}
+def _only(errors: _Errors, evaluation: dict, key: str) -> Restriction:
+    """evaluation.metrics_only / tasks_only: the pruned cells evaluation.metrics / the zero-shot tasks run
+    on (methods, sparsity, lengths, seeds; a dense cell runs them all)."""
+    raw = evaluation.get(key) or {}
     if not isinstance(raw, dict) or set(raw) - RESTRICTION_KEYS - {"methods"}:
-        errors.add(("evaluation", "metrics_only"), "metrics_only is a mapping with methods, sparsity, lengths and "
-                   "seeds: the pruned cells evaluation.metrics run on.")
+        errors.add(("evaluation", key), f"{key} is a mapping with methods, sparsity, lengths and seeds: the pruned "
+                   "cells it keeps.")
         return Restriction()
     return _restriction(raw)
 

@@ -187,6 +187,23 @@ def _satterthwaite(parts: list[tuple[float, int]]) -> float:
     return max(total * total / denominator, 1.0) if denominator > 0 else 1.0
 
 
+def seconds_ratio(method_seconds: Sequence[float], reference_seconds: Sequence[float], *,
+                  level: float = LEVEL) -> tuple[float, float, float]:
+    """(ratio, low, high) of two sets of timings, one a calibration seed: exp of the difference of mean
+    log seconds with Welch's t interval (the sides independent; NaN ends with fewer than two a side)."""
+    from scipy.stats import t as student
+
+    a = torch.as_tensor(method_seconds, dtype=torch.float64).log()
+    b = torch.as_tensor(reference_seconds, dtype=torch.float64).log()
+    mean = (a.mean() - b.mean()).item()
+    if a.numel() < 2 or b.numel() < 2:
+        return math.exp(mean), math.nan, math.nan
+    parts = [(a.var().item() / a.numel(), a.numel() - 1), (b.var().item() / b.numel(), b.numel() - 1)]
+    variance = sum(v for v, _ in parts)
+    half = float(student.ppf(1 - (1 - level) / 2, _satterthwaite(parts))) * math.sqrt(variance)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def accuracy_estimate(tasks: Sequence[Runs], *, resamples: int = RESAMPLES, seed: int = SEED,
                       level: float = LEVEL) -> Estimate:
     """Mean accuracy over tasks from per-item correctness (each task: items, or seeds x items), with its interval:
@@ -322,4 +339,4 @@ def _bootstrap(groups: list[list[torch.Tensor]], resamples: int, seed: int, tran
 
 
 __all__ = ["Comparison", "Estimate", "LEVEL", "RESAMPLES", "SEED", "accuracy_difference", "accuracy_estimate",
-           "log_ratio_interval", "mean_difference_interval", "mean_interval", "perplexity_estimate", "perplexity_ratio", "wilson_interval"]
+           "log_ratio_interval", "mean_difference_interval", "mean_interval", "perplexity_estimate", "seconds_ratio", "perplexity_ratio", "wilson_interval"]
