@@ -205,3 +205,51 @@ def test_plots_are_byte_stable(tmp_path):
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert b"Matplotlib v" not in (tmp_path / "a" / "ppl-vs-sparsity_m_text-32x50.svg").read_bytes()
+
+
+def test_window_counts_at_one_length_are_separate_columns_and_lines(tmp_path):
+    from prunebench.report.plots import write_plots
+
+    def shaped(method, windows, seqlen, seed, shift):
+        made = record(method, nlls(shift, 0.05, seed), seqlen=seqlen, seed=seed)
+        made["cell"]["nsamples"] = windows
+        made["name"] += f"-{windows}"
+        return made
+
+    records = [record("dense", nlls(-1.0))]
+    for seed in range(3):
+        records += [shaped("wanda", 16, 16, seed, 0.3), shaped("wanda", 128, 16, seed, 0.1),
+                    shaped("wanda", 16, 128, seed, 0.0), shaped("wanda", 2, 1024, seed, 0.05),
+                    shaped("wanda", 16, 1024, seed, -0.1)]
+    [(_, table), _] = perplexity_tables(records)
+    header = table.splitlines()[0]
+    assert "50% L=16, 16 windows" in header and "50% L=16, 128 windows" in header and "50% L=128, 16 windows" in header
+    columns = [c.strip().rstrip(" ↓") for c in header.split("|")[2:-1]]
+    assert rows_of(table)["wanda"][columns.index("50% L=16, 128 windows")].startswith(f"{90 * math.exp(0.1):.2f}")
+    written = write_plots(records, tmp_path)
+    assert any(p.name.startswith("ppl-vs-length") for p in written)
+    # Without varied counts the columns keep their old names.
+    single = [r for r in records if r["cell"].get("nsamples") in (None, 16)]
+    assert "50% L=16 " in perplexity_tables(single)[0][1].splitlines()[0] + " "
+
+
+def test_recovery_arrows_join_each_method_to_its_lora_twin():
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from prunebench.report.plots import _recovery_arrows
+
+    def point(method, sparsity, x, value):
+        return (method, sparsity, 128, (x, None, None), SimpleNamespace(value=value))
+
+    points = [point("cfsp", "0.4", 1.3, 80.0), point("cfsp+lora", "0.4", 1.3, 60.0), point("cfsp", "0.6667", 1.6, 200.0),
+              point("flap", "0.3", 1.2, 90.0)]
+    style = {m: {"color": "black"} for m in ("cfsp", "cfsp+lora", "flap")}
+    figure, axes = plt.subplots()
+    assert _recovery_arrows(axes, points, 1.0, style) == 1
+    [arrow] = axes.texts
+    assert arrow.xy == (1.3, 60.0) and arrow.xyann == (1.3, 80.0)
+    plt.close(figure)

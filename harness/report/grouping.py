@@ -18,13 +18,58 @@ REFERENCE = "wanda"
 # -- records to cells --------------------------------------------------------------------------
 
 
+class Length(int):
+    """A calibration length that also carries its window count where a report's records vary the count
+    at one length (`windows_vary`): it compares, hashes and prints with it ("16, 128 windows"), and
+    otherwise is the length alone; arithmetic and plotting see the length."""
+
+    windows: int
+
+    def __new__(cls, seqlen: int, windows: int = 0):
+        made = int.__new__(cls, seqlen)
+        made.windows = windows
+        return made
+
+    def __eq__(self, other) -> bool:
+        return int(self) == int(other) and self.windows == getattr(other, "windows", 0)
+
+    def __hash__(self) -> int:
+        return hash((int(self), self.windows))
+
+    def __lt__(self, other) -> bool:
+        return (int(self), self.windows) < (int(other), getattr(other, "windows", 0))
+
+    def __str__(self) -> str:
+        return f"{int(self)}, {self.windows} windows" if self.windows else str(int(self))
+
+    __repr__ = __str__
+
+
+def windows_vary(records: list[dict]) -> bool:
+    """Whether some model is calibrated at one length with more than one window count in `records`."""
+    counts = defaultdict(set)
+    for record in records:
+        cell = record.get("cell") or {}
+        if cell.get("seqlen") is not None:
+            counts[(cell.get("model"), cell["seqlen"])].add(cell.get("nsamples"))
+    return any(len(found) > 1 for found in counts.values())
+
+
+def setting_of(cell: dict, vary: bool) -> tuple:
+    """(model, method, sparsity, length): the length a `Length`, with the window count when `vary`."""
+    seqlen = cell.get("seqlen")
+    length = None if seqlen is None else Length(seqlen, cell.get("nsamples") or 0 if vary else 0)
+    return cell["model"], cell["method"], cell.get("sparsity"), length
+
+
 def group_settings(records: list[dict]) -> dict[tuple, list[dict]]:
-    """Finished records by (model, method, sparsity, seqlen): one list per setting, its seeds in order."""
+    """Finished records by (model, method, sparsity, length) (`setting_of`): one list per setting, its seeds
+    in order."""
     grouped: dict = defaultdict(list)
+    vary = windows_vary(records)
     for record in records:
         if record.get("status") in FINISHED:
-            cell = record["cell"]
-            grouped[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(record)
+            grouped[setting_of(record["cell"], vary)].append(record)
     for runs in grouped.values():
         runs.sort(key=lambda r: (r["cell"].get("seed") is None, r["cell"].get("seed") or 0))
     return grouped

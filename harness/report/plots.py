@@ -21,6 +21,7 @@ from ..api.sparsity import parse_sparsity
 from ..metrics.run import registered_metrics
 from ..metrics.uncertainty import RESAMPLES
 from ..store.results import safe_name
+from .grouping import setting_of, windows_vary
 from .quality_tables import perplexity_cells
 
 MARKERS = "osD^vP*Xh<>p"
@@ -186,12 +187,13 @@ def _efficiency_values(records: list[dict], metric, value) -> dict:
     """{(model, method, sparsity, seqlen): (mean over seeds of the metric's value, lowest low, highest
     high)}: the range covers every seed's own range (a speed's spread over repeats), finished cells only."""
     found = defaultdict(list)
+    vary = windows_vary(records)
     for record in records:
         result = metric.result_of(record) if is_finished(record) else None
         entry = value_of((result or {}).get(value.key))
         if entry is not None:
             cell = record["cell"]
-            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry)
+            found[setting_of(cell, vary)].append(entry)
     return {k: (sum(e[0] for e in v) / len(v) * value.scale,
                 min(e[0] if e[1] is None else e[1] for e in v) * value.scale,
                 max(e[0] if e[2] is None else e[2] for e in v) * value.scale) for k, v in found.items()}
@@ -293,11 +295,12 @@ def _setting_values(records: list[dict], read) -> dict:
     """{(model, method, sparsity, seqlen): (mean over seeds, lowest low, highest high)} of `read(record)`,
     a (value, low, high) or None, over finished records."""
     found = defaultdict(list)
+    vary = windows_vary(records)
     for record in records:
         entry = read(record) if is_finished(record) else None
         if entry is not None and entry[0] is not None:
             cell = record["cell"]
-            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(entry)
+            found[setting_of(cell, vary)].append(entry)
     result = {}
     for key, entries in found.items():
         lows = [e[1] for e in entries if e[1] is not None]
@@ -326,6 +329,7 @@ def _structured_figure(plt, metric, model, label, points, dense, scale, x_label,
             text = _sparsity_label(point[1]) + (f" L={point[2]}" if len(lengths) > 1 else "")
             axes.annotate(text, (x, point[4].value), textcoords="offset points", xytext=(4, 3), fontsize=7,
                           color=style[method]["color"])
+    arrows = _recovery_arrows(axes, points, scale, style)
     handles = axes.get_legend_handles_labels()[0]  # the methods' (before the dense line adds its own)
     _dense_line(axes, dense)
     if dense is not None and dense.finite:
@@ -335,8 +339,27 @@ def _structured_figure(plt, metric, model, label, points, dense, scale, x_label,
     _metric_axis(axes, label, metric)
     axes.set_title(f"{model}: structured pruning (points labelled with target sparsity)")
     _legend_outside(axes, handles)
-    _caption(figure, [p[4] for p in points], f"horizontal bars: the range of {x_label} over the metric's repeats")
+    note = f"horizontal bars: the range of {x_label} over the metric's repeats"
+    if arrows:
+        note += f"; arrows: from a method's point to its LoRA-recovered point (label{RECOVERED})"
+    _caption(figure, [p[4] for p in points], note)
     return figure
+
+
+RECOVERED = "+lora"  # a grid label's ending for a method's recovered twin (benchmarks.yaml)
+
+
+def _recovery_arrows(axes, points, scale, style) -> int:
+    """An arrow from each (method, sparsity, length) point to the same setting of `method+lora`."""
+    where = {(p[0], p[1], p[2]): (p[3][0] * scale, p[4].value) for p in points}
+    drawn = 0
+    for (method, sparsity, seqlen), end in where.items():
+        start = where.get((method[: -len(RECOVERED)], sparsity, seqlen)) if method.endswith(RECOVERED) else None
+        if start is not None:
+            axes.annotate("", xy=end, xytext=start, zorder=4,
+                          arrowprops={"arrowstyle": "->", "color": style[method]["color"], "linewidth": 1.0})
+            drawn += 1
+    return drawn
 
 
 def _metric_plots(plt, metric, cells: dict, times: dict, style: dict, out: Path) -> list[Path]:
@@ -364,10 +387,11 @@ def _metric_plots(plt, metric, cells: dict, times: dict, style: dict, out: Path)
 def _times(records: list[dict]) -> dict:
     """{(model, method, sparsity, seqlen): (mean total seconds over seeds, any seed contended)}."""
     found = defaultdict(list)
+    vary = windows_vary(records)
     for record in records:
         if is_finished(record) and "timings" in record:
             cell = record["cell"]
-            found[(cell["model"], cell["method"], cell.get("sparsity"), cell.get("seqlen"))].append(
+            found[setting_of(cell, vary)].append(
                 (record["timings"]["total"], run_contended(record)))
     return {k: (sum(t for t, _ in v) / len(v), any(c for _, c in v)) for k, v in found.items()}
 
@@ -377,22 +401,46 @@ def _against_length(plt, metric, model, label, sparsity, pruned, dense, style):
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     methods = [m for m in sorted(pruned) if any(s == sparsity for s, _ in pruned[m])]
     lengths = sorted({seqlen for m in methods for s, seqlen in pruned[m] if s == sparsity})
+    designs = False
     for index, method in enumerate(methods):
         points = sorted((seqlen, cell) for (s, seqlen), cell in pruned[method].items() if s == sparsity)
         nudge = 2 ** (0.05 * (index - (len(methods) - 1) / 2))
-        errors = list(zip(*[_error(c) for _, c in points]))
-        axes.errorbar([seqlen * nudge for seqlen, _ in points], [c.value for _, c in points], yerr=errors,
-                      capsize=3, linewidth=1.2, markersize=5, label=method, zorder=3, **style[method])
+        for number, (series, line) in enumerate(_length_series(points)):
+            designs |= line != "-"
+            errors = list(zip(*[_error(c) for _, c in series]))
+            axes.errorbar([seqlen * nudge for seqlen, _ in series], [c.value for _, c in series], yerr=errors,
+                          capsize=3, linewidth=1.2, markersize=5, linestyle=line, zorder=3,
+                          label=method if number == 0 else None, **style[method])
     _dense_line(axes, dense)
     axes.set_xscale("log", base=2)
+    lengths = sorted({int(length) for length in lengths})
     axes.set_xticks(lengths, [str(length) for length in lengths])
     axes.xaxis.set_minor_locator(plt.NullLocator())
     axes.set_xlabel("calibration length L (tokens)")
     _metric_axis(axes, label, metric)
     axes.set_title(f"{model}, sparsity {_sparsity_label(sparsity)}")
     _legend_outside(axes)
-    _caption(figure, [c for m in methods for (s, _), c in pruned[m].items() if s == sparsity])
+    note = ("solid: the same window count at every L; dashed: the same token budget (windows x L)" if designs
+            else None)
+    _caption(figure, [c for m in methods for (s, _), c in pruned[m].items() if s == sparsity], note)
     return figure
+
+
+def _length_series(points: list[tuple]) -> list[tuple[list[tuple], str]]:
+    """A method's (length, cell) points as lines: all of them (solid) when the window count does not vary;
+    else one solid line per window count and one dashed line per token budget (windows x L), each over
+    two or more lengths (a point can sit on both), and lone points unjoined."""
+    if not any(getattr(length, "windows", 0) for length, _ in points):
+        return [(points, "-")]
+    series, joined = [], set()
+    for key, line in ((lambda n: n.windows, "-"), (lambda n: n.windows * int(n), "--")):
+        for value in sorted({key(n) for n, _ in points}):
+            members = [(n, c) for n, c in points if key(n) == value]
+            if len({int(n) for n, _ in members}) > 1:
+                series.append((members, line))
+                joined.update(n for n, _ in members)
+    series += [([(n, c)], "") for n, c in points if n not in joined]
+    return series
 
 
 def _against_sparsity(plt, metric, model, label, pruned, dense, style):
