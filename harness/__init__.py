@@ -111,6 +111,13 @@ def perplexity_ratio(reference_nlls, method_nlls, **options):
     return ratio(reference_nlls, method_nlls, **options)
 
 
+def claims_table(claims_file, records):
+    """The claims table (a report Table) of a claims YAML file against a store's records."""
+    from .report.claims import claims_table as table, load_claims  # torch and the report load here
+
+    return table(load_claims(claims_file), records)
+
+
 def report_tables(records, reference: str | None = "wanda", **options):
     """Every table of a report from a store's records, unrendered (what `prunebench report` writes)."""
     from .report.tables import report_tables as tables  # torch and the report load here
@@ -124,6 +131,7 @@ __all__ = [
     "add_output_bias",
     "calibration_documents",
     "calibration_windows",
+    "claims_table",
     "Cell",
     "decoder_layers",
     "DENSE",

@@ -6,6 +6,12 @@ A quoted table is marked by its results directory and the title of the `pruneben
     | method | ... |
     <!-- end report -->
 
+The claims table is marked by its results directory and claims file:
+
+    <!-- claims results/leaderboard-lengths results/claims/claims.yaml -->
+    | id | ... |
+    <!-- end claims -->
+
     python scripts/readme_tables.py            # rewrite README.md's marked tables
     python scripts/readme_tables.py --check    # exit 1 when one differs (tests/test_readme_leaderboard.py)
 """
@@ -18,6 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CLAIMS = re.compile(r"(?P<open><!-- claims (?P<results>\S+) (?P<claims>\S+) -->\n)(?P<body>.*?)(?P<close><!-- end claims -->)", re.S)
 MARKED = re.compile(r"(?P<open><!-- report (?P<results>\S+): (?P<title>.+?) -->\n)(?P<body>.*?)(?P<close><!-- end report -->)", re.S)
 
 
@@ -39,7 +46,13 @@ def updated(text: str) -> str:
                      + "; ".join(sorted(tables)))
         return match["open"] + tables[match["title"]] + match["close"]
 
-    return MARKED.sub(replace, text)
+    def claims(match: re.Match) -> str:
+        from prunebench import ResultsStore, claims_table
+
+        table = claims_table(ROOT / match["claims"], ResultsStore(ROOT / match["results"]).records())
+        return match["open"] + table.render("github").strip() + "\n" + match["close"]
+
+    return CLAIMS.sub(claims, MARKED.sub(replace, text))
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ HEAVY_GUARDS = {
     "prunebench.cli.bench": "torch: `prunebench bench`",
     "prunebench.report.tables": "torch (intervals), matplotlib (plots): `prunebench report`",
     "prunebench.report.site": "torch, matplotlib: `prunebench report --format html`",
+    "prunebench.report.claims": "torch (intervals): `prunebench report --claims`",
 }
 
 
