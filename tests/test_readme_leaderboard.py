@@ -32,3 +32,13 @@ def test_a_changed_number_is_caught(tmp_path):
     text = match.group(0)
     changed = text.replace(match["body"], match["body"].replace("1", "7", 1))
     assert changed != text and readme_tables.updated(changed) == text
+
+
+def test_the_readme_claims_table_is_what_the_store_and_the_claims_file_give():
+    text = (ROOT / "README.md").read_text()
+    [match] = list(readme_tables.CLAIMS.finditer(text))
+    assert match["results"] == "results/leaderboard-lengths" and match["claims"] == "results/claims/claims.yaml"
+    assert readme_tables.updated(match.group(0)) == match.group(0)
+    changed = match.group(0).replace("pending", "holds", 1) if "pending" in match["body"] else \
+        match.group(0).replace("| holds", "| does not hold", 1)
+    assert changed != match.group(0) and readme_tables.updated(changed) == match.group(0)
