@@ -37,7 +37,7 @@ def records():
         made += [record("ace", "pydoc-16x16", seed, 0.0, seconds=4.0, contended=seed == 1),
                  record("wanda", "pydoc-16x16", seed, 0.1), record("wanda", "pydoc-16x1024", seed, 0.0, seconds=20.0),
                  record("ria", "pydoc-16x16", seed, -0.2)]
-    return made + [record("sparsegpt", "pydoc-16x16", 0, -0.5)]
+    return made + [record("sparsegpt", "pydoc-16x16", 0, -0.5), record("magnitude", "pydoc-16x16", 0, 0.5)]
 
 
 def rows(tmp_path, text, records):
@@ -50,14 +50,15 @@ def test_each_verdict_from_the_interval_and_the_seeds(tmp_path, records):
     text = (claim("holds", ("ace", "pydoc-16x16"), ("wanda", "pydoc-16x16"))
             + claim("fails", ("ace", "pydoc-16x16"), ("ria", "pydoc-16x16"))
             + claim("ties", ("ace", "pydoc-16x16"), ("wanda", "pydoc-16x1024"), expect="not-worse")
-            + claim("one-seed", ("sparsegpt", "pydoc-16x16"), ("ace", "pydoc-16x16"))
+            + claim("one-seed", ("sparsegpt", "pydoc-16x16"), ("magnitude", "pydoc-16x16"))
+            + claim("one-vs-three", ("sparsegpt", "pydoc-16x16"), ("ace", "pydoc-16x16"))
             + claim("pending", ("ace", "pydoc-16x16"), ("ace-varp", "pydoc-16x16"))
             + claim("time", ("ace", "pydoc-16x16"), ("wanda", "pydoc-16x1024"), measure="pruning-seconds")
             + "- {id: out, paper: P, source: T, claim: C, paper_number: x, setting: S, untestable: no 70B here}\n")
     got = rows(tmp_path, text, records)
     verdict = {key: row[6] for key, row in got.items()}
     assert verdict == {"holds": "holds", "fails": "does not hold", "ties": "not shown to differ",
-                       "one-seed": "not shown to differ", "pending": "pending", "time": "holds",
+                       "one-seed": "not shown to differ", "one-vs-three": "holds", "pending": "pending", "time": "holds",
                        "out": "not testable here"}
     assert got["holds"][4].startswith(f"{math.exp(-0.1):.3f} [") and "3 vs 3 seeds" in got["holds"][4]
     assert got["holds"][7] == "m: ace 0.5 pydoc-16x16 (seeds 0, 1, 2) vs wanda 0.5 pydoc-16x16 (seeds 0, 1, 2)"

@@ -200,10 +200,14 @@ def test_a_token_budget_must_be_whole_windows_at_every_length(tmp_path):
     assert "a budget of 100 tokens is not a whole number of 16-token windows" in str(error.value)
 
 
+def evaluating(extra: str) -> str:
+    """GOOD with `extra` lines added to its evaluation section."""
+    line = "    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n"
+    return GOOD.replace(line, line + extra)
+
+
 def test_metrics_run_where_metrics_only_and_the_entries_pick(tmp_path):
-    text = GOOD.replace("    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n",
-                        "    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n  metrics: [size, memory]\n"
-                        "  metrics_only: {lengths: [32], seeds: [0]}\n")
+    text = evaluating("  metrics: [size, memory]\n  metrics_only: {lengths: [32], seeds: [0]}\n")
     text = text.replace("  - label: mag\n    method: magnitude\n", "  - label: mag\n    method: magnitude\n    metrics: [size]\n")
     config = load_config(write(tmp_path, text))
     names = {c.name: [m.name for m in config.metrics_for(c)] for c in expand(config)}
@@ -222,9 +226,7 @@ def test_metrics_run_where_metrics_only_and_the_entries_pick(tmp_path):
 
 
 def test_tasks_only_keeps_zero_shot_to_the_cells_it_names(tmp_path):
-    text = GOOD.replace("    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n",
-                        "    - {dataset: pydoc, seqlen: 64, max_windows: 4}\n"
-                        "  tasks: [prunebench_lastword_wikitext2]\n  tasks_only: {lengths: [32]}\n")
+    text = evaluating("  tasks: [prunebench_lastword_wikitext2]\n  tasks_only: {lengths: [32]}\n")
     config = load_config(write(tmp_path, text))
     tasks = {c.name: config.tasks_of(c).names for c in expand(config)}
     assert tasks["model=tiny-llama,method=dense"] == ("prunebench_lastword_wikitext2",)

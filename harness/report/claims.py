@@ -10,7 +10,8 @@ from the harness's statistics (prunebench.metrics.uncertainty):
   measurement a seed; a timing taken on a loaded machine is said so in the row).
 
 Verdicts: "holds" when the interval lies on the paper's side of no difference, "does not hold" when it
-lies on the other, "not shown to differ" when it spans it or rests on fewer than 3 seeds a side;
+lies on the other, "not shown to differ" when it spans it or rests on fewer than 3 seeds (the larger side's
+count, as the tables count them);
 "pending" while a side has no finished cell; "not testable here" for a claim the file says we cannot
 test, with its reason. A claim of "matches or beats" (`expect: not-worse`) holds only when shown
 better; an interval that spans no difference is reported as not shown to differ.
@@ -127,7 +128,7 @@ def measure_claim(claim: Claim, records: list[dict]) -> Measured:
     if comparison is None:
         return Measured("", "pending", cells + f" ({claim.measure} not recorded)")
     value, low, high, null = comparison
-    seeds = min(len(a), len(b))
+    seeds = max(len(a), len(b))  # as the tables count them: magnitude reads no calibration, one seed is all it has
     text = (f"{value:.3f} [{low:.3f}, {high:.3f}]" if claim.measure != "accuracy"
             else f"{value:+.2f} [{low:+.2f}, {high:+.2f}] points") + f" {unit}, {len(a)} vs {len(b)} seeds"
     if loaded:
@@ -181,7 +182,8 @@ def claims_table(claims: list[Claim], records: list[dict]) -> Table:
              "95% t interval over calibration seeds and evaluation windows (items), crossed; pruning seconds: "
              "Welch's t interval on log seconds over seeds.",
              f"verdict: holds / does not hold when the interval lies on one side of no difference with at least "
-             f"{MIN_SEEDS} seeds a side; not shown to differ otherwise; pending: a side has no finished cell yet.",
+             f"{MIN_SEEDS} seeds (on the side that has more); not shown to differ otherwise; pending: a side has no "
+             "finished cell yet.",
              "cells: the grid cells each verdict comes from (model: method sparsity calibration-windows x L)."]
     return Table(TITLE, ["id", "paper", "claim (where)", "paper's number", "ours [95%]", "setting difference",
                          "verdict", "cells"], rows, notes)
