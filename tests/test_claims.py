@@ -109,3 +109,15 @@ def test_the_committed_claims_file_loads_and_names_cells_of_the_default_grid():
             if side is not None:
                 wanted = (side.model, side.method, side.sparsity, side.calib)
                 assert wanted in shapes, f"{item.id}: no grid cell {wanted}"
+
+
+def test_the_committed_claims_table_is_what_the_committed_store_gives():
+    from pathlib import Path
+
+    from prunebench import ResultsStore
+
+    root = Path(__file__).resolve().parents[1]
+    table = claims_table(load_claims(root / "results" / "claims" / "claims.yaml"),
+                         ResultsStore(root / "results" / "leaderboard-lengths").records())
+    committed = (root / "results" / "claims" / "claims.md").read_text()
+    assert committed == f"{table.title}\n\n{table.render('github')}\n", "rerun prunebench report ... --claims"

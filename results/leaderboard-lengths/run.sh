@@ -4,7 +4,8 @@
 # and a cell that ran with another count is not resumed as the same cell). Phases in the order the claims need them: SmolLM2 seed 0 (every L, the structured cells),
 # its seeds 1 and 2, then Gemma 3. Each phase's start and end are logged in UTC.
 cd "$(dirname "$0")/../.." || exit 2
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# TQDM_DISABLE: no progress bars in run.log, which is committed.
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TQDM_DISABLE=1
 for phase in "model=smollm2-135m seed=0" "model=smollm2-135m seed=1" "model=smollm2-135m seed=2" \
              "model=gemma3-270m seed=0" "model=gemma3-270m seed=1" "model=gemma3-270m seed=2"; do
     only=""
