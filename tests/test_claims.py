@@ -17,7 +17,7 @@ def record(method, calib, seed, shift, seconds=10.0, contended=False, sparsity="
     source, shape = calib.split("-")
     windows, length = map(int, shape.split("x"))
     return {"name": f"model=m,method={method},sparsity={sparsity.replace(':', '-')},calib={calib},seed={seed}",
-            "cell": {"model": "m", "method": method, "sparsity": sparsity, "calibration_dataset": source,
+            "cell": {"model": "m", "method": method, "method_name": method, "sparsity": sparsity, "calibration_dataset": source,
                      "nsamples": windows, "seqlen": length, "seed": seed},
             "status": "ok", "seed": seed, "timings": {"total": seconds * (1 + 0.01 * seed)},
             "load": {"contended": contended},
@@ -37,7 +37,9 @@ def records():
         made += [record("ace", "pydoc-16x16", seed, 0.0, seconds=4.0, contended=seed == 1),
                  record("wanda", "pydoc-16x16", seed, 0.1), record("wanda", "pydoc-16x1024", seed, 0.0, seconds=20.0),
                  record("ria", "pydoc-16x16", seed, -0.2)]
-    return made + [record("sparsegpt", "pydoc-16x16", 0, -0.5), record("magnitude", "pydoc-16x16", 0, 0.5)]
+    diverged = dict(record("ace-varp", "pydoc-16x1024", 0, 0.0), status="diverged")
+    return made + [record("sparsegpt", "pydoc-16x16", 0, -0.5), record("magnitude", "pydoc-16x16", 0, 0.5),
+                   record("magnitude", "pydoc-16x128", 0, 0.5), diverged]
 
 
 def rows(tmp_path, text, records):
@@ -52,13 +54,16 @@ def test_each_verdict_from_the_interval_and_the_seeds(tmp_path, records):
             + claim("ties", ("ace", "pydoc-16x16"), ("wanda", "pydoc-16x1024"), expect="not-worse")
             + claim("one-seed", ("sparsegpt", "pydoc-16x16"), ("magnitude", "pydoc-16x16"))
             + claim("one-vs-three", ("sparsegpt", "pydoc-16x16"), ("ace", "pydoc-16x16"))
+            + claim("vs-magnitude", ("ace", "pydoc-16x16"), ("magnitude", "pydoc-16x128"))
+            + claim("diverged", ("ace", "pydoc-16x16"), ("ace-varp", "pydoc-16x1024"))
             + claim("pending", ("ace", "pydoc-16x16"), ("ace-varp", "pydoc-16x16"))
             + claim("time", ("ace", "pydoc-16x16"), ("wanda", "pydoc-16x1024"), measure="pruning-seconds")
             + "- {id: out, paper: P, source: T, claim: C, paper_number: x, setting: S, untestable: no 70B here}\n")
     got = rows(tmp_path, text, records)
     verdict = {key: row[6] for key, row in got.items()}
     assert verdict == {"holds": "holds", "fails": "does not hold", "ties": "not shown to differ",
-                       "one-seed": "not shown to differ", "one-vs-three": "holds", "pending": "pending", "time": "holds",
+                       "one-seed": "not shown to differ", "one-vs-three": "not shown to differ", "vs-magnitude": "holds",
+                       "diverged": "holds", "pending": "pending", "time": "holds",
                        "out": "not testable here"}
     assert got["holds"][4].startswith(f"{math.exp(-0.1):.3f} [") and "3 vs 3 seeds" in got["holds"][4]
     assert got["holds"][7] == "m: ace 0.5 pydoc-16x16 (seeds 0, 1, 2) vs wanda 0.5 pydoc-16x16 (seeds 0, 1, 2)"

@@ -10,8 +10,8 @@ from the harness's statistics (prunebench.metrics.uncertainty):
   measurement a seed; a timing taken on a loaded machine is said so in the row).
 
 Verdicts: "holds" when the interval lies on the paper's side of no difference, "does not hold" when it
-lies on the other, "not shown to differ" when it spans it or rests on fewer than 3 seeds (the larger side's
-count, as the tables count them);
+lies on the other, "not shown to differ" when it spans it or rests on fewer than 3 seeds (the smaller
+side's count; a method that reads no calibration, magnitude, is complete with one);
 "pending" while a side has no finished cell; "not testable here" for a claim the file says we cannot
 test, with its reason. A claim of "matches or beats" (`expect: not-worse`) holds only when shown
 better; an interval that spans no difference is reported as not shown to differ.
@@ -22,7 +22,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import registry
 from ..api.errors import UsageError
+from ..api.records import FINISHED
 from ..api.tables import MIN_SEEDS, Table
 from ..metrics.uncertainty import accuracy_difference, perplexity_ratio, seconds_ratio
 
@@ -118,17 +120,26 @@ class Measured:
 def measure_claim(claim: Claim, records: list[dict]) -> Measured:
     if claim.untestable is not None:
         return Measured("", "not testable here", claim.untestable)
-    a = sorted((r for r in records if claim.a.matches(r) and r.get("status") == "ok"), key=lambda r: r["seed"] or 0)
-    b = sorted((r for r in records if claim.b.matches(r) and r.get("status") == "ok"), key=lambda r: r["seed"] or 0)
+    a, b = ([r for r in sorted(records, key=lambda r: r["seed"] or 0) if side.matches(r) and r.get("status") in FINISHED]
+            for side in (claim.a, claim.b))
     cells = (f"{claim.a.model}: {claim.a.label()} (seeds {_seeds(a)}) vs {claim.b.label()} (seeds {_seeds(b)})")
     if not a or not b:
         return Measured("", "pending", cells)
+    diverged = [any(r["status"] != "ok" for r in side) for side in (a, b)]
+    if any(diverged):
+        # Only a perplexity can say which side is worse when one diverged: the diverged one.
+        worse_a = diverged[0] and not diverged[1]
+        verdict = "not shown to differ" if all(diverged) or claim.measure != "perplexity" else \
+            ("does not hold" if worse_a == (claim.expect != "higher") else "holds")
+        return Measured("a diverged" if worse_a else "b diverged" if not diverged[0] else "both diverged", verdict, cells)
     same_seeds = claim.a.calib == claim.b.calib and [r["seed"] for r in a] == [r["seed"] for r in b]
     comparison, unit, loaded = _compare(claim.measure, a, b, same_seeds)
     if comparison is None:
         return Measured("", "pending", cells + f" ({claim.measure} not recorded)")
     value, low, high, null = comparison
-    seeds = max(len(a), len(b))  # as the tables count them: magnitude reads no calibration, one seed is all it has
+    # A side that reads no calibration (magnitude) is complete with one seed; otherwise the smaller side counts.
+    seeds = min(len(side) for side in (a, b) if _reads_calibration(side[0])) if any(
+        _reads_calibration(side[0]) for side in (a, b)) else 1
     text = (f"{value:.3f} [{low:.3f}, {high:.3f}]" if claim.measure != "accuracy"
             else f"{value:+.2f} [{low:+.2f}, {high:+.2f}] points") + f" {unit}, {len(a)} vs {len(b)} seeds"
     if loaded:
@@ -143,6 +154,16 @@ def _verdict(expect: str, measure: str, low: float, high: float, null: float, se
     a_better = high < null if measure != "accuracy" else low > null
     wanted_better = expect == "not-worse" or (expect == "lower") == (measure != "accuracy")
     return "holds" if a_better == wanted_better else "does not hold"
+
+
+def _reads_calibration(record: dict) -> bool:
+    """Whether a cell's method reads calibration data (an unstructured method with no statistics does not)."""
+    cell = record.get("cell") or {}
+    try:
+        method = registry.get_method(cell.get("method_name"))
+        return bool(method.required_statistics(method.resolve_arguments(cell.get("arguments") or {})))
+    except UsageError:  # a structured or unregistered method: counted as calibrated
+        return True
 
 
 def _seeds(records: list[dict]) -> str:
@@ -182,8 +203,8 @@ def claims_table(claims: list[Claim], records: list[dict]) -> Table:
              "95% t interval over calibration seeds and evaluation windows (items), crossed; pruning seconds: "
              "Welch's t interval on log seconds over seeds.",
              f"verdict: holds / does not hold when the interval lies on one side of no difference with at least "
-             f"{MIN_SEEDS} seeds (on the side that has more); not shown to differ otherwise; pending: a side has no "
-             "finished cell yet.",
+             f"{MIN_SEEDS} seeds on each side that reads calibration; not shown to differ otherwise; pending: a "
+             "side has no finished cell yet; a diverged side is the worse one.",
              "cells: the grid cells each verdict comes from (model: method sparsity calibration-windows x L)."]
     return Table(TITLE, ["id", "paper", "claim (where)", "paper's number", "ours [95%]", "setting difference",
                          "verdict", "cells"], rows, notes)
