@@ -418,7 +418,7 @@ def test_prune_refuses_an_unknown_metric_or_setting_before_loading(option, messa
     assert error.count("\n") == 1 and f"--metric {option}: {message}" in error
 
 
-def test_speed_metric_detects_a_planted_slowdown(tiny_llama):
+def test_speed_metric_detects_a_planted_slowdown(tiny_llama, one_thread):
     """A 'pruned' model whose decoder layers each wait 4 ms more than the dense one's must report speedups
     below 1, interval included, for prefill and decode."""
     import copy

@@ -471,9 +471,10 @@ def test_cli_propagate_for_structured_methods(capsys, tmp_path):
         assert json.loads((tmp_path / "r.json").read_text())["pruned"]["structured"]["propagate"].startswith(expected)
 
 
-def test_speed_orders_a_model_with_half_the_layers_above_the_full_one():
-    """Two different models with a known ordering: half the decoder layers, each costing 3 ms, must show a
-    prefill and decode speedup near 2 over the full model (paired per repeat, interleaved)."""
+def test_speed_orders_a_model_with_half_the_layers_above_the_full_one(one_thread):
+    """Two different models with a known ordering: half the decoder layers, each costing 20 ms (long beside a
+    loaded machine's oversleeping), must show a prefill and decode speedup over the full model (paired per
+    repeat, interleaved), near 2; the lower bounds only, as a loaded machine's delays fall anywhere."""
     from planted_cost import sleeping_layers
     from prunebench.metrics.measurements import measure_speed
 
@@ -481,10 +482,10 @@ def test_speed_orders_a_model_with_half_the_layers_above_the_full_one():
     shallow = copy.deepcopy(full)
     del decoder_layers(shallow)[len(decoder_layers(shallow)) // 2:]
     shallow.config.num_hidden_layers = len(decoder_layers(shallow))
-    result = measure_speed({"dense": sleeping_layers(full, 0.003), "shallow": sleeping_layers(shallow, 0.003)},
-                           torch.arange(32), repeats=3, decode_tokens=3, decode_batches=(1, 2), prompt_length=8)
+    result = measure_speed({"dense": sleeping_layers(full, 0.02), "shallow": sleeping_layers(shallow, 0.02)},
+                           torch.arange(32), repeats=5, decode_tokens=3, decode_batches=(1, 2), prompt_length=8)
     entry = result["models"]["shallow"]
-    assert set(entry) == {"prefill", "decode_b1", "decode_b2"} and len(entry["prefill"]["seconds"]["samples"]) == 3
+    assert set(entry) == {"prefill", "decode_b1", "decode_b2"} and len(entry["prefill"]["seconds"]["samples"]) == 5
     assert result["prefill_length"] == 32 and result["models"]["dense"]["prefill"]["speedup"]["median"] == 1.0
     for case in entry.values():
-        assert 1.4 < case["speedup"]["median"] < 2.6, case["speedup"]
+        assert case["speedup"]["median"] > 1.4 and case["speedup"]["min"] > 1.0, case["speedup"]
