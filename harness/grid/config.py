@@ -297,7 +297,7 @@ def validate_config(raw: Any, name: str = "<config>", lines: dict | None = None,
         if key in raw and not _as_list(raw[key]):
             errors.add((key,), "must not be empty.")
     _check_restrictions(errors, raw, models, methods, sparsities, lengths, seeds)
-    _check_metric_picks(errors, raw, models, methods, metrics)
+    _check_metric_picks(errors, models, methods, metrics)
     for i, model in enumerate(models):
         _check_model_fits(errors, model, i, sparsities, lengths, perplexity, raw)
     errors.raise_if_any()
@@ -621,7 +621,7 @@ def _metric_pick(entry: dict) -> tuple[str, ...] | None:
     return tuple(str(name) for name in _as_list(entry["metrics"])) if "metrics" in entry else None
 
 
-def _check_metric_picks(errors: _Errors, raw: dict, models: list, methods: list, metrics: tuple) -> None:
+def _check_metric_picks(errors: _Errors, models: list, methods: list, metrics: tuple) -> None:
     """Each entry's `metrics` must name metrics of evaluation.metrics."""
     named = [m.name for m in metrics]
     for key, specs in (("models", models), ("methods", methods)):
