@@ -488,6 +488,7 @@ def _time_against_metric(plt, metric, model, label, timed, times, dense, style):
     order = sorted({s for by_column in timed.values() for s, _ in by_column}, key=_sparsity_key)
     shapes = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(order)}
     contended_any = False
+    several = len({seqlen for by_column in timed.values() for _, seqlen in by_column}) > 1
     for method, by_column in sorted(timed.items()):
         for (sparsity, seqlen), cell in sorted(by_column.items(), key=lambda item: (_sparsity_key(item[0][0]), item[0][1])):
             seconds, contended = times[(model, method, sparsity, seqlen)]
@@ -496,6 +497,10 @@ def _time_against_metric(plt, metric, model, label, timed, times, dense, style):
             axes.errorbar([seconds], [cell.value], yerr=[[e] for e in _error(cell)], marker=shapes[sparsity],
                           color=colour, markerfacecolor="white" if contended else colour, linestyle="none",
                           capsize=2, markersize=6, zorder=3)
+            if several:  # which calibration each point is: windows x L where the count varies
+                windows = getattr(seqlen, "windows", 0)
+                axes.annotate(f"{windows}x{int(seqlen)}" if windows else f"L={seqlen}", (seconds, cell.value),
+                              textcoords="offset points", xytext=(4, 3), fontsize=6, color=colour)
     _dense_line(axes, dense)
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
