@@ -501,6 +501,15 @@ def _time_against_metric(plt, metric, model, label, timed, times, dense, style):
                 windows = getattr(seqlen, "windows", 0)
                 axes.annotate(f"{windows}x{int(seqlen)}" if windows else f"L={seqlen}", (seconds, cell.value),
                               textcoords="offset points", xytext=(4, 3), fontsize=6, color=colour)
+    # The Pareto front of pruning time against the metric at each sparsity, over methods and lengths.
+    fronts = 0
+    for sparsity in order:
+        points = [(times[(model, method, s, seqlen)][0], cell.value) for method, by_column in timed.items()
+                  for (s, seqlen), cell in by_column.items() if s == sparsity and cell.finite]
+        front = [points[i] for i in pareto_front(points, False, metric.higher_is_better)]
+        if len(front) > 1:
+            axes.plot(*zip(*front), color="black", linestyle="--", linewidth=0.8, zorder=2)
+            fronts += 1
     _dense_line(axes, dense)
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -514,6 +523,8 @@ def _time_against_metric(plt, metric, model, label, timed, times, dense, style):
     if contended_any:
         handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
                               label="hollow: contended timing"))
+    if fronts:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="Pareto front (a sparsity)"))
     if dense is not None and dense.finite:
         handles.append(Line2D([], [], color="grey", linestyle="--", label="dense"))
     _legend_outside(axes, handles)
