@@ -111,8 +111,6 @@ def mean_difference_interval(reference: Sequence[torch.Tensor], method: Sequence
     (seeds, items) pair on the same items: each stratum's variance as in `log_ratio_interval`, the strata
     independent (Var(D) = sum of their variances / T^2), one t interval with Satterthwaite's df over all
     their mean squares. A perplexity ratio is the one-stratum case on log scale."""
-    from scipy.stats import t as student
-
     count = len(reference)
     mean, variance, parts = 0.0, 0.0, []
     for r, m in zip(reference, method):
@@ -123,8 +121,7 @@ def mean_difference_interval(reference: Sequence[torch.Tensor], method: Sequence
         parts += [(value / count ** 2, df) for value, df in stratum_parts]
     if not math.isfinite(variance) or not math.isfinite(mean):
         return mean, math.nan, math.nan
-    df = _satterthwaite(parts)
-    half = float(student.ppf(1 - (1 - level) / 2, df)) * math.sqrt(max(variance, 0.0))
+    half = _t_half_width(variance, parts, level)
     return mean, mean - half, mean + half
 
 
@@ -180,6 +177,13 @@ def _crossed_variance(x: torch.Tensor) -> tuple[float, list[tuple[float, int]]]:
     return ms_window / cells, [(ms_window / cells, windows - 1)]
 
 
+def _t_half_width(variance: float, parts: list[tuple[float, int]], level: float) -> float:
+    """Half-width of a t interval of a mean with `variance`, df by Welch-Satterthwaite over its `parts`."""
+    from scipy.stats import t as student
+
+    return float(student.ppf(1 - (1 - level) / 2, _satterthwaite(parts))) * math.sqrt(max(variance, 0.0))
+
+
 def _satterthwaite(parts: list[tuple[float, int]]) -> float:
     """Welch-Satterthwaite degrees of freedom of a sum of mean-square components."""
     denominator = sum(value * value / df for value, df in parts if df > 0)
@@ -191,16 +195,13 @@ def seconds_ratio(method_seconds: Sequence[float], reference_seconds: Sequence[f
                   level: float = LEVEL) -> tuple[float, float, float]:
     """(ratio, low, high) of two sets of timings, one a calibration seed: exp of the difference of mean
     log seconds with Welch's t interval (the sides independent; NaN ends with fewer than two a side)."""
-    from scipy.stats import t as student
-
     a = torch.as_tensor(method_seconds, dtype=torch.float64).log()
     b = torch.as_tensor(reference_seconds, dtype=torch.float64).log()
     mean = (a.mean() - b.mean()).item()
     if a.numel() < 2 or b.numel() < 2:
         return math.exp(mean), math.nan, math.nan
     parts = [(a.var().item() / a.numel(), a.numel() - 1), (b.var().item() / b.numel(), b.numel() - 1)]
-    variance = sum(v for v, _ in parts)
-    half = float(student.ppf(1 - (1 - level) / 2, _satterthwaite(parts))) * math.sqrt(variance)
+    half = _t_half_width(sum(v for v, _ in parts), parts, level)
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
@@ -287,14 +288,14 @@ def _point(strata: list[torch.Tensor], transform: Callable) -> float:
 
 
 def _estimate(strata: list[torch.Tensor], transform: Callable, statistic: torch.Tensor, level: float) -> Estimate:
-    per_seed = _per_seed(strata, transform)
-    std = per_seed.std().item() if per_seed.numel() > 1 else None
-    return Estimate(per_seed.mean().item(), *_percentiles(statistic, level), std=std, seeds=per_seed.numel())
+    return _seeds_estimate(strata, transform, *_percentiles(statistic, level))
 
 
 def _seeds_estimate(strata: list[torch.Tensor], transform: Callable, low: float, high: float) -> Estimate:
+    """The mean over seeds of each seed's statistic, the given interval, and the std over seeds (if several)."""
     per_seed = _per_seed(strata, transform)
-    return Estimate(per_seed.mean().item(), low, high, std=per_seed.std().item(), seeds=per_seed.numel())
+    std = per_seed.std().item() if per_seed.numel() > 1 else None
+    return Estimate(per_seed.mean().item(), low, high, std=std, seeds=per_seed.numel())
 
 
 def _percentiles(statistic: torch.Tensor, level: float) -> tuple[float, float]:
